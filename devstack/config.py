@@ -1,0 +1,112 @@
+"""The stand-in's world: tenant, API app registration and managed identities.
+
+Loaded from `devstack/config.json` unless another file is given, so a user can
+mirror their own app registration and identities.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).with_name("config.json")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A managed identity and the app roles it holds on the API app registration."""
+
+    name: str
+    client_id: str
+    principal_id: str
+    resource_id: str
+    roles: tuple[str, ...] = ()
+    system_assigned: bool = False
+
+
+@dataclass(frozen=True)
+class ApiApp:
+    """The Entra app registration that represents the API behind APIM."""
+
+    display_name: str
+    app_id_uri: str
+    client_id: str
+    accepted_token_version: int
+    read_role: str
+    write_role: str
+
+    def matches(self, resource: str) -> bool:
+        """True if `resource` (as sent to a token endpoint) names this app."""
+        wanted = resource.rstrip("/")
+        return wanted in (self.app_id_uri.rstrip("/"), self.client_id)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    tenant_id: str
+    api: ApiApp
+    identities: dict[str, Identity]
+    other_resources: tuple[str, ...] = ()
+    token_lifetime_seconds: int = 3600
+    api_path: str = "orders"
+    policy_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "infra" / "apim")
+    subscription_key: str | None = None
+
+    @property
+    def system_identity(self) -> Identity | None:
+        return next((i for i in self.identities.values() if i.system_assigned), None)
+
+    def find_identity(
+        self, *, client_id: str | None = None, principal_id: str | None = None, resource_id: str | None = None
+    ) -> Identity | None:
+        """Look an identity up the way the managed-identity endpoint does (case-insensitive IDs)."""
+        for identity in self.identities.values():
+            if client_id and identity.client_id.lower() == client_id.lower():
+                return identity
+            if principal_id and identity.principal_id.lower() == principal_id.lower():
+                return identity
+            if resource_id and identity.resource_id.lower() == resource_id.lower():
+                return identity
+        return None
+
+
+def load_config(path: Path | str | None = None, **overrides: object) -> StackConfig:
+    """Read a config file; keyword overrides replace top-level fields (handy in tests)."""
+    raw = json.loads(Path(path or DEFAULT_CONFIG).read_text(encoding="utf-8"))
+    api = raw["api"]
+    apim = raw.get("apim", {})
+    policy_dir = Path(apim.get("policy_dir", "infra/apim"))
+    config = StackConfig(
+        tenant_id=raw["tenant_id"],
+        api=ApiApp(
+            display_name=api.get("display_name", "API"),
+            app_id_uri=api["app_id_uri"],
+            client_id=api["client_id"],
+            accepted_token_version=int(api.get("accepted_token_version", 2)),
+            read_role=api["roles"]["read"],
+            write_role=api["roles"]["write"],
+        ),
+        identities={
+            name: Identity(
+                name=name,
+                client_id=item["client_id"],
+                principal_id=item["principal_id"],
+                resource_id=item["resource_id"],
+                roles=tuple(item.get("roles", ())),
+                system_assigned=bool(item.get("system_assigned", False)),
+            )
+            for name, item in raw["identities"].items()
+        },
+        other_resources=tuple(raw.get("other_resources", ())),
+        token_lifetime_seconds=int(raw.get("token_lifetime_seconds", 3600)),
+        api_path=apim.get("api_path", "orders").strip("/"),
+        policy_dir=policy_dir if policy_dir.is_absolute() else PROJECT_ROOT / policy_dir,
+        subscription_key=apim.get("subscription_key"),
+    )
+    if overrides:
+        from dataclasses import replace
+
+        config = replace(config, **overrides)
+    return config

@@ -1,0 +1,195 @@
+"""Start the stand-in services on free loopback ports and describe them.
+
+`DevStack` runs every service on one event loop in a background thread, so the
+real *sync* Azure clients (which block) can be used from the caller's thread
+while the stand-ins keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from devstack.config import StackConfig, load_config
+from devstack.state import StackState
+
+LOOPBACK = "127.0.0.1"
+INSTRUMENTATION_KEY = "00000000-0000-4000-8000-00000000d5a1"
+
+
+class StackAlreadyRunning(RuntimeError):
+    """Another devstack holds the lock on this state directory."""
+
+
+def _app_factories() -> dict[str, Callable[[StackState], web.Application]]:
+    # Imported here so that `import devstack` stays cheap.
+    from devstack import apim, backend, control, identity, ingestion
+
+    return {
+        "identity": identity.create_app,
+        "apim": apim.create_app,
+        "backend": backend.create_app,
+        "ingestion": ingestion.create_app,
+        "control": control.create_app,
+    }
+
+
+def _bind_free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((LOOPBACK, 0))
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def describe(state: StackState, urls: dict[str, str]) -> dict[str, Any]:
+    """The `endpoints.json` document: everything a client needs to use the stack."""
+    config = state.config
+    identity, ingestion = urls["identity"], urls["ingestion"]
+    tenant = config.tenant_id
+    return {
+        "tenant_id": tenant,
+        "identity_endpoint": f"{identity}/msi/token",
+        "identity_header": state.identity_header,
+        "imds_endpoint": identity,
+        "authority_host": identity,
+        "openid_config_url": f"{identity}/{tenant}/v2.0/.well-known/openid-configuration",
+        "openid_config_url_v1": f"{identity}/{tenant}/.well-known/openid-configuration",
+        "jwks_uri": f"{identity}/{tenant}/discovery/v2.0/keys",
+        "apim_gateway_url": urls["apim"],
+        "apim_base_url": f"{urls['apim']}/{config.api_path}",
+        "subscription_key": state.subscription_key,
+        "api_app_id_uri": config.api.app_id_uri,
+        "api_client_id": config.api.client_id,
+        "api_roles": {"read": config.api.read_role, "write": config.api.write_role},
+        "backend_url": urls["backend"],
+        "ingestion_endpoint": ingestion,
+        "connection_string": (
+            f"InstrumentationKey={INSTRUMENTATION_KEY};IngestionEndpoint={ingestion}/;LiveEndpoint={ingestion}/"
+        ),
+        "control_url": urls["control"],
+        "identities": {
+            name: {
+                "client_id": i.client_id,
+                "principal_id": i.principal_id,
+                "resource_id": i.resource_id,
+                "roles": list(i.roles),
+                "system_assigned": i.system_assigned,
+            }
+            for name, i in config.identities.items()
+        },
+    }
+
+
+class DevStack:
+    """All stand-in services, started and stopped together.
+
+    Use as a context manager, or call `start()` / `stop()`. `endpoints` holds the
+    `endpoints.json` document once started.
+    """
+
+    def __init__(self, config: StackConfig | None = None, state_dir: Path | str | None = None) -> None:
+        self.state = StackState.create(config or load_config())
+        self.state_dir = Path(state_dir) if state_dir else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runners: list[web.AppRunner] = []
+        self._lock_file: Any = None
+
+    @property
+    def endpoints(self) -> dict[str, Any]:
+        return self.state.endpoints
+
+    def __enter__(self) -> DevStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> dict[str, Any]:
+        if self.state_dir:
+            self._acquire_state_dir()
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="devstack", daemon=True)
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._start_services(), loop).result(timeout=30)
+        except BaseException:
+            self.stop()
+            raise
+        if self.state_dir:
+            path = self.state_dir / "endpoints.json"
+            path.write_text(json.dumps(self.endpoints, indent=2) + "\n", encoding="utf-8")
+        return self.endpoints
+
+    def stop(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            asyncio.run_coroutine_threadsafe(self._stop_services(), loop).result(timeout=30)
+            loop.call_soon_threadsafe(loop.stop)
+            if self._thread:
+                self._thread.join(timeout=30)
+            loop.close()
+        self._release_state_dir()
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        """Run a coroutine on the stack's loop from another thread."""
+        assert self._loop is not None, "stack is not running"
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=timeout)
+
+    async def _start_services(self) -> None:
+        factories = _app_factories()
+        sockets = {name: _bind_free_socket() for name in factories}
+        urls = {name: f"http://{LOOPBACK}:{sock.getsockname()[1]}" for name, sock in sockets.items()}
+        self.state.endpoints.update(describe(self.state, urls))
+        for name, factory in factories.items():
+            runner = web.AppRunner(factory(self.state), access_log=None, shutdown_timeout=1)
+            await runner.setup()
+            await web.SockSite(runner, sockets[name]).start()
+            self._runners.append(runner)
+
+    async def _stop_services(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+
+    def _acquire_state_dir(self) -> None:
+        assert self.state_dir is not None
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        lock_path = self.state_dir / "devstack.lock"
+        handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the stack's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise StackAlreadyRunning(
+                f"a devstack is already running with state dir '{self.state_dir}' (pid {owner}). "
+                "Stop it (Ctrl+C in its terminal) or pass another --state-dir."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
+    def _release_state_dir(self) -> None:
+        if self._lock_file is None or self.state_dir is None:
+            return
+        (self.state_dir / "endpoints.json").unlink(missing_ok=True)
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
+        self._lock_file = None

@@ -1,0 +1,62 @@
+"""Fixtures shared by every test: one devstack for the whole run."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from devstack import DevStack
+
+
+class Control:
+    """Tiny client for the devstack control API (stdlib only, usable from any thread)."""
+
+    def __init__(self, control_url: str) -> None:
+        self.url = control_url
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("GET", "/stats")
+
+    def telemetry(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/telemetry")
+
+    def fault(self, service: str, **spec: Any) -> None:
+        self._call("POST", "/faults", {"service": service, **spec})
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    def reset(self) -> None:
+        self._call("POST", "/reset")
+
+
+@pytest.fixture(scope="session")
+def devstack() -> Iterator[DevStack]:
+    with DevStack() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def endpoints(devstack: DevStack) -> dict[str, Any]:
+    return devstack.endpoints
+
+
+@pytest.fixture
+def control(devstack: DevStack) -> Iterator[Control]:
+    """Control client; counters, telemetry and faults start clean for each test."""
+    client = Control(devstack.endpoints["control_url"])
+    client.reset()
+    yield client
+    client.clear_faults()

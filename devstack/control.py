@@ -6,6 +6,7 @@ import json
 
 from aiohttp import web
 
+from devstack.backend import received_requests
 from devstack.faults import Fault, FaultSpecError
 from devstack.state import StackState
 
@@ -18,6 +19,11 @@ async def get_stats(request: web.Request) -> web.Response:
 
 async def get_telemetry(request: web.Request) -> web.Response:
     return web.json_response(list(request.app[STATE].telemetry))
+
+
+async def get_backend_requests(request: web.Request) -> web.Response:
+    """What reached the backend, oldest first (no Authorization header in it)."""
+    return web.json_response(received_requests(request.app[STATE]))
 
 
 async def get_endpoints(request: web.Request) -> web.Response:
@@ -43,10 +49,11 @@ async def clear_faults(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
-    """Forget counters, telemetry and faults (not the backend's orders)."""
+    """Forget counters, telemetry, recorded backend requests and faults (not the backend's orders)."""
     state = request.app[STATE]
     state.stats.reset()
     state.telemetry.clear()
+    received_requests(state).clear()
     state.faults.clear()
     return web.Response(status=204)
 
@@ -56,6 +63,7 @@ def create_app(state: StackState) -> web.Application:
     app[STATE] = state
     app.router.add_get("/stats", get_stats)
     app.router.add_get("/telemetry", get_telemetry)
+    app.router.add_get("/backend/requests", get_backend_requests)
     app.router.add_get("/endpoints", get_endpoints)
     app.router.add_get("/faults", get_faults)
     app.router.add_post("/faults", add_fault)

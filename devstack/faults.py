@@ -1,7 +1,8 @@
 """Fault injection: the next N requests to a service fail the way asked.
 
 A fault is set with `POST {control_url}/faults` and applied by `fault_middleware`
-on every stand-in service, before the service's own handler runs.
+on every stand-in service, before the service's own handler runs (so a faulted
+request never changes the service's state: a faulted POST creates no order).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +18,16 @@ from aiohttp import web
 
 SERVICES = ("identity", "apim", "backend", "ingestion")
 
+ErrorBody = Callable[[int], Any]
+RequestFilter = Callable[[web.Request], bool]
+
 
 class FaultSpecError(ValueError):
     """A fault request body that cannot be applied."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a count
 
 
 @dataclass
@@ -42,13 +51,27 @@ class Fault:
         if body.get("service") not in SERVICES:
             raise FaultSpecError(f"'service' must be one of {list(SERVICES)}")
         fault = cls(**body)
-        if not isinstance(fault.times, int) or fault.times < 1:
-            raise FaultSpecError("'times' must be a positive integer")
-        if fault.status is not None and not (isinstance(fault.status, int) and 100 <= fault.status <= 599):
-            raise FaultSpecError("'status' must be an HTTP status code")
+        fault._validate()
         if fault.method:
             fault.method = fault.method.upper()
         return fault
+
+    def _validate(self) -> None:
+        # Checked here so that a bad spec is a 400 for the test author, not a 500 later
+        # inside some unrelated request.
+        if not _is_int(self.times) or self.times < 1:
+            raise FaultSpecError("'times' must be a positive integer")
+        if self.status is not None and not (_is_int(self.status) and 100 <= self.status <= 599):
+            raise FaultSpecError("'status' must be an HTTP status code")
+        if self.retry_after is not None and not (_is_int(self.retry_after) and self.retry_after >= 0):
+            raise FaultSpecError("'retry_after' must be a non-negative integer (seconds)")
+        if not _is_int(self.delay_ms) or self.delay_ms < 0:
+            raise FaultSpecError("'delay_ms' must be a non-negative integer")
+        for flag in ("drop_connection", "malformed_body"):
+            if not isinstance(getattr(self, flag), bool):
+                raise FaultSpecError(f"'{flag}' must be true or false")
+        if self.method is not None and not (isinstance(self.method, str) and self.method.isalpha()):
+            raise FaultSpecError("'method' must be an HTTP method such as \"POST\"")
 
     def applies_to(self, method: str) -> bool:
         return self.method is None or self.method == method.upper()
@@ -85,11 +108,19 @@ class FaultBoard:
         return None
 
 
-def fault_middleware(service: str, board: FaultBoard, error_body: Any = None) -> Any:
-    """aiohttp middleware that applies the pending fault (if any) for `service`."""
+def fault_middleware(service: str, board: FaultBoard, error_body: ErrorBody | None = None,
+                     applies_to: RequestFilter | None = None) -> Any:
+    """aiohttp middleware that applies the pending fault (if any) for `service`.
+
+    `error_body(status)` shapes the JSON of an injected error the way the real
+    service would; `applies_to(request)` exempts requests that must not consume a
+    fault (such as background pings a client sends on its own schedule).
+    """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if applies_to is not None and not applies_to(request):
+            return await handler(request)
         fault = board.take(service, request.method)
         if fault is None:
             return await handler(request)
@@ -99,16 +130,20 @@ def fault_middleware(service: str, board: FaultBoard, error_body: Any = None) ->
             return await _drop(request)
         if fault.status is None and not fault.malformed_body:
             return await handler(request)  # a pure delay
-        status = fault.status or 200
-        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-        if fault.malformed_body:
-            return web.Response(status=status, headers=headers, text='{"malformed": ',
-                                content_type="application/json")
-        body = error_body(status) if error_body else {"error": {"code": "InjectedFault", "message": "Injected fault"}}
-        return web.Response(status=status, headers=headers, text=json.dumps(body),
-                            content_type="application/json")
+        return _fault_response(fault, error_body)
 
     return middleware
+
+
+def _fault_response(fault: Fault, error_body: ErrorBody | None) -> web.Response:
+    status = fault.status or 200
+    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+    if fault.malformed_body:
+        text = '{"malformed": '  # truncated JSON, declared as JSON
+    else:
+        body = error_body(status) if error_body else {"error": {"code": "InjectedFault", "message": "Injected fault"}}
+        text = json.dumps(body)
+    return web.Response(status=status, headers=headers, text=text, content_type="application/json")
 
 
 async def _drop(request: web.Request) -> web.StreamResponse:

@@ -130,8 +130,7 @@ class DevStack:
             self.stop()
             raise
         if self.state_dir:
-            path = self.state_dir / "endpoints.json"
-            path.write_text(json.dumps(self.endpoints, indent=2) + "\n", encoding="utf-8")
+            self._write_endpoints()
         return self.endpoints
 
     def stop(self) -> None:
@@ -164,6 +163,14 @@ class DevStack:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+
+    def _write_endpoints(self) -> None:
+        # Write then rename, so a reader polling for the file never sees half of it.
+        assert self.state_dir is not None
+        path = self.state_dir / "endpoints.json"
+        partial = path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(self.endpoints, indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, path)
 
     def _acquire_state_dir(self) -> None:
         assert self.state_dir is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -10,6 +11,11 @@ from typing import Any
 import pytest
 
 from devstack import DevStack
+from devstack.appsettings import OFFLINE_EXPORTER_SETTINGS
+
+# Tests are offline: keep every Azure Monitor exporter a test creates (statsbeat,
+# OneSettings control plane, SDK stats) from reaching for Microsoft's hosts.
+os.environ.update(OFFLINE_EXPORTER_SETTINGS)
 
 
 class Control:
@@ -40,6 +46,13 @@ class Control:
 
     def reset(self) -> None:
         self._call("POST", "/reset")
+
+    def faults(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/faults")
+
+    def backend_requests(self) -> list[dict[str, Any]]:
+        """What reached the backend since the last reset, oldest first."""
+        return self._call("GET", "/backend/requests")
 
 
 @pytest.fixture(scope="session")

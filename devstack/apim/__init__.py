@@ -1,0 +1,120 @@
+"""APIM gateway stand-in (DESIGN.md §5): subscription keys, and the policy files infra/ deploys.
+
+`create_app` reads `infra/apim` (api.json and the policy XML) when the stand-in
+starts and refuses to start, with a PolicyError naming each file and element, on
+anything it does not implement. The named values the files use are filled from the
+stand-in's own configuration, as Bicep fills them in Azure.
+
+Modules: `api` (api.json, routes, scope composition), `policy` (XML to statements),
+`expressions` (the policy expressions we support), `jwt_validation` and `openid`
+(token checks and signing keys), `gateway` (the request pipeline), `errors` (APIM's
+error bodies and our refusal).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from devstack.apim.api import Api, load_api
+from devstack.apim.errors import PolicyError
+from devstack.apim.gateway import Gateway
+from devstack.apim.openid import HttpMetadataSource, MetadataSource
+from devstack.faults import fault_middleware
+from devstack.state import StackState
+
+__all__ = ["PolicyError", "create_app", "load_gateway_api", "named_values"]
+
+log = logging.getLogger(__name__)
+
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+# The gateway's own time limit is forward-request's timeout; the client adds none of its own.
+_CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30)
+
+
+def named_values(state: StackState) -> dict[str, str]:
+    """The named values the policy files may use, as infra/ defines them in Azure."""
+    config = state.config
+    openid_config_url = state.endpoints.get("openid_config_url")
+    if not openid_config_url:
+        raise RuntimeError("the APIM stand-in needs state.endpoints['openid_config_url'] (the stack sets it)")
+    return {
+        "tenant-id": config.tenant_id,
+        "api-app-id-uri": config.api.app_id_uri,
+        "api-client-id": config.api.client_id,
+        "openid-config-url": openid_config_url,
+        "reader-role": config.api.read_role,
+        "writer-role": config.api.write_role,
+    }
+
+
+def load_gateway_api(state: StackState, policy_dir: Path | None = None) -> Api:
+    """Read and check infra/apim for this stack; raise PolicyError on any problem."""
+    config = state.config
+    directory = policy_dir or config.policy_dir
+    api = load_api(directory, named_values(state), entra_tenant_id=config.tenant_id)
+    if api.path != config.api_path:
+        raise PolicyError([f"{directory / 'api.json'}: path '{api.path}' differs from the devstack config's "
+                           f"apim.api_path '{config.api_path}' (apim_base_url would point at the wrong API)"])
+    return api
+
+
+def create_app(state: StackState, *, metadata_source: MetadataSource | None = None,
+               policy_dir: Path | None = None) -> web.Application:
+    """The APIM gateway app. `metadata_source` replaces fetching OpenID metadata over HTTP (tests)."""
+    api = load_gateway_api(state, policy_dir)
+    app = web.Application(middlewares=[
+        _count_requests(state),  # first, so that injected faults are counted too
+        fault_middleware("apim", state.faults, error_body=_fault_body),
+    ])
+
+    async def client_session(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession(timeout=_CLIENT_TIMEOUT, auto_decompress=False) as session:
+            app[SESSION] = session
+            yield
+
+    app.cleanup_ctx.append(client_session)
+    gateway = Gateway(
+        api,
+        service_url=state.endpoints["backend_url"],
+        subscription_key=state.subscription_key,
+        entra_config_url=state.endpoints["openid_config_url"],
+        keys=metadata_source or HttpMetadataSource(session=lambda: app[SESSION]),
+        session=lambda: app[SESSION],
+    )
+    app.router.add_route("*", "/{tail:.*}", gateway.handle)
+    return app
+
+
+def _fault_body(status: int) -> dict[str, Any]:
+    try:
+        message = HTTPStatus(status).phrase
+    except ValueError:
+        message = "Injected fault"
+    return {"statusCode": status, "message": message}
+
+
+def _count_requests(state: StackState) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        state.stats.count("apim", "requests")
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            state.stats.count("apim", "by_status", str(status))
+            # The path only: the query may hold a subscription key.
+            log.info("%s %s -> %d", request.method, request.rel_url.raw_path, status)
+
+    return middleware

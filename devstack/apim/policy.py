@@ -1,0 +1,518 @@
+"""APIM policy documents: the XML that infra/ deploys, read into typed statements.
+
+Reading is strict on purpose. An element, attribute or policy expression that the
+stand-in does not implement is reported with its file and place, all problems at
+once, and the stand-in refuses to start (PolicyError): a security policy that is
+silently skipped is worse than none. Named values (`{{name}}`) are substituted
+after parsing, so a value can never change the XML's structure; an unknown name is
+a problem too.
+
+Scopes compose as in APIM: each section's `<base />` is replaced by the parent
+scope's statements for that section (global -> API -> operation; products are not
+modelled). With no global-policy.xml the stand-in uses APIM's default global
+policy, which only forwards the request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.apim.errors import PolicyError
+from devstack.apim.expressions import Expression, compile_expression, is_expression, known_expressions
+
+SECTIONS = ("inbound", "backend", "outbound", "on-error")
+SCOPES = ("global", "api", "operation")
+_NAMED_VALUE = re.compile(r"\{\{([^{}]*)\}\}")
+# set-header cannot touch these in APIM either.
+_FIXED_HEADERS = {"connection", "content-length", "keep-alive", "transfer-encoding"}
+
+Value = str | Expression
+
+
+# --- statements ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Base:
+    """`<base />`: the parent scope's statements for this section run here."""
+
+
+@dataclass(frozen=True)
+class RequiredClaim:
+    name: str
+    values: tuple[str, ...]
+    match: str = "all"  # "all": every value must be present; "any": at least one
+    separator: str | None = None  # splits a single string claim into values
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An `<issuer-signing-keys><key>`: RSA modulus/exponent (Base64url) or a Base64 symmetric key."""
+
+    kid: str | None = None
+    n: str | None = None
+    e: str | None = None
+    secret: bytes | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenCheck:
+    """What validate-jwt and validate-azure-ad-token have in common."""
+
+    header_name: str | None = None
+    query_parameter_name: str | None = None
+    token_value: Value | None = None
+    failed_status: int = 401
+    failed_message: str | None = None  # None: APIM's default message for the failure
+    output_variable: str | None = None
+    audiences: tuple[str, ...] = ()
+    required_claims: tuple[RequiredClaim, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidateJwt(TokenCheck):
+    require_scheme: str | None = None
+    require_expiration_time: bool = True
+    require_signed_tokens: bool = True
+    clock_skew: int = 0
+    openid_config_urls: tuple[str, ...] = ()
+    signing_keys: tuple[SigningKey, ...] = ()
+    issuers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidateAzureAdToken(TokenCheck):
+    tenant_id: str
+    client_application_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SetHeader:
+    name: str
+    exists_action: str = "override"
+    values: tuple[Value, ...] = ()
+
+
+@dataclass(frozen=True)
+class SetQueryParameter:
+    name: str
+    exists_action: str = "override"
+    values: tuple[Value, ...] = ()
+
+
+@dataclass(frozen=True)
+class ForwardRequest:
+    timeout: int = 300  # seconds to wait for the backend's response headers
+    follow_redirects: bool = False
+
+
+Statement = Base | ValidateJwt | ValidateAzureAdToken | SetHeader | SetQueryParameter | ForwardRequest
+
+
+@dataclass(frozen=True)
+class PolicyDocument:
+    """One scope's policy: statements per section."""
+
+    source: str
+    sections: Mapping[str, tuple[Statement, ...]]
+
+
+@dataclass(frozen=True)
+class EffectivePolicy:
+    """What runs for one operation once scopes are composed: no `<base />` left."""
+
+    sections: Mapping[str, tuple[Statement, ...]]
+
+    def __getitem__(self, section: str) -> tuple[Statement, ...]:
+        return self.sections[section]
+
+
+DEFAULT_GLOBAL_POLICY = PolicyDocument(
+    source="APIM's default global policy",
+    sections={"inbound": (), "backend": (ForwardRequest(),), "outbound": (), "on-error": ()},
+)
+INHERIT_ALL = PolicyDocument(source="no policy at this scope", sections={s: (Base(),) for s in SECTIONS})
+
+
+def compose(*documents: PolicyDocument) -> EffectivePolicy:
+    """Compose scopes, outermost (global) first."""
+    effective: dict[str, tuple[Statement, ...]] = {s: () for s in SECTIONS}
+    for document in documents:
+        for section in SECTIONS:
+            parent = effective[section]
+            effective[section] = tuple(
+                statement for item in document.sections[section]
+                for statement in (parent if isinstance(item, Base) else (item,))
+            )
+    forwards = sum(isinstance(s, ForwardRequest) for s in effective["backend"])
+    if forwards > 1:  # APIM allows one forward-request per effective policy
+        sources = ", ".join(d.source for d in documents)
+        raise PolicyError([f"{sources}: the composed <backend> section has {forwards} <forward-request> statements"])
+    return EffectivePolicy(sections=effective)
+
+
+# --- reading ------------------------------------------------------------------
+
+_STATEMENT_SECTIONS: dict[str, set[str]] = {
+    "base": set(SECTIONS),
+    "validate-jwt": {"inbound"},
+    "validate-azure-ad-token": {"inbound"},
+    "set-header": set(SECTIONS),
+    "set-query-parameter": {"inbound", "backend"},
+    "forward-request": {"backend"},
+}
+_EXISTS_ACTIONS = ("override", "skip", "append", "delete")
+_TOKEN_SOURCES = ("header-name", "query-parameter-name", "token-value")
+_TOKEN_CHECK_ATTRIBUTES = (*_TOKEN_SOURCES, "failed-validation-httpcode", "failed-validation-error-message",
+                           "output-token-variable-name", "id")
+
+
+def read_policy(path: Path, named_values: Mapping[str, str], *, scope: str,
+                entra_tenant_id: str | None = None) -> tuple[PolicyDocument | None, list[str]]:
+    """Read one policy file: (document, problems). The document is None if it could not be read."""
+    reader = _Reader(path, named_values, scope, entra_tenant_id)
+    document = reader.read()
+    return (document if not reader.problems else None), reader.problems
+
+
+def load_policy(path: Path, named_values: Mapping[str, str], *, scope: str,
+                entra_tenant_id: str | None = None) -> PolicyDocument:
+    """Read one policy file or raise PolicyError listing its problems."""
+    document, problems = read_policy(path, named_values, scope=scope, entra_tenant_id=entra_tenant_id)
+    if problems or document is None:
+        raise PolicyError(problems)
+    return document
+
+
+class _Reader:
+    """Reads one file, collecting every problem rather than stopping at the first."""
+
+    def __init__(self, path: Path, named_values: Mapping[str, str], scope: str, tenant_id: str | None) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}")
+        self.path = path
+        self.named_values = named_values
+        self.scope = scope
+        self.tenant_id = tenant_id
+        self.problems: list[str] = []
+
+    def report(self, where: str, message: str) -> None:
+        self.problems.append(f"{self.path}: {where}: {message}")
+
+    def read(self) -> PolicyDocument | None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            self.problems.append(f"{self.path}: cannot read: {exc.strerror or exc}")
+            return None
+        try:
+            root = ET.fromstring(text)  # noqa: S314 - the repository's own files (and expat limits entity expansion)
+        except ET.ParseError as exc:
+            self.problems.append(f"{self.path}: not well-formed XML: {exc}")
+            return None
+        if root.tag != "policies":
+            self.report(f"<{root.tag}>", "the root element must be <policies>")
+            return None
+        self._attributes(root, "<policies>", ())
+        self._no_text(root, "<policies>")
+        sections: dict[str, tuple[Statement, ...]] = {}
+        for element in root:
+            where = f"<policies>/<{element.tag}>"
+            if element.tag not in SECTIONS:
+                self.report(where, f"unknown section (sections are: {', '.join(SECTIONS)})")
+            elif element.tag in sections:
+                self.report(where, "the section appears twice")
+            else:
+                sections[element.tag] = self._section(element, where)
+        for section in SECTIONS:
+            if section not in sections:
+                self.report("<policies>", f"missing <{section}> section; write <{section}><base /></{section}> "
+                            "to inherit the parent scope's")
+        return PolicyDocument(source=str(self.path), sections=sections)
+
+    # -- sections and statements --
+
+    def _section(self, element: ET.Element, where: str) -> tuple[Statement, ...]:
+        self._attributes(element, where, ())
+        self._no_text(element, where)
+        statements: list[Statement] = []
+        for child in element:
+            child_where = f"{where}/<{child.tag}>"
+            allowed = _STATEMENT_SECTIONS.get(child.tag)
+            if allowed is None:
+                self.report(child_where, "this policy is not implemented by the devstack APIM stand-in "
+                            f"(it implements: {', '.join(sorted(_STATEMENT_SECTIONS))})")
+                continue
+            if element.tag not in allowed:
+                self.report(child_where, f"<{child.tag}> is not allowed in <{element.tag}> "
+                            f"(allowed in: {', '.join(sorted(allowed))})")
+                continue
+            statement = self._statement(child, child_where)
+            if statement is not None:
+                statements.append(statement)
+        bases = sum(isinstance(s, Base) for s in statements)
+        if bases and self.scope == "global":
+            self.report(where, "<base /> has no parent at global scope")
+        if bases > 1:
+            self.report(where, "<base /> appears more than once")
+        return tuple(statements)
+
+    def _statement(self, element: ET.Element, where: str) -> Statement | None:
+        if element.tag == "base":
+            self._attributes(element, where, ())
+            self._children(element, where, ())
+            return Base()
+        if element.tag == "forward-request":
+            return self._forward_request(element, where)
+        if element.tag in ("set-header", "set-query-parameter"):
+            return self._set_item(element, where)
+        if element.tag == "validate-jwt":
+            return self._validate_jwt(element, where)
+        return self._validate_azure_ad_token(element, where)
+
+    def _forward_request(self, element: ET.Element, where: str) -> ForwardRequest:
+        attrs = self._attributes(element, where, ("timeout", "follow-redirects", "id"))
+        self._children(element, where, ())
+        return ForwardRequest(
+            timeout=self._int(attrs, "timeout", where, 300, minimum=0),
+            follow_redirects=self._bool(attrs, "follow-redirects", where, False),
+        )
+
+    def _set_item(self, element: ET.Element, where: str) -> SetHeader | SetQueryParameter:
+        attrs = self._attributes(element, where, ("name", "exists-action", "id"), required=("name",))
+        name = self._literal(attrs.get("name", ""), where, "name")
+        action = self._literal(attrs.get("exists-action", "override"), where, "exists-action")
+        if action not in _EXISTS_ACTIONS:
+            self.report(where, f"exists-action must be one of {', '.join(_EXISTS_ACTIONS)}, not '{action}'")
+        if element.tag == "set-header" and name.lower() in _FIXED_HEADERS:
+            self.report(where, f"APIM cannot modify the {name} header")
+        values = tuple(self._value(self._leaf_text(child, f"{where}/<value>", strip=False), f"{where}/<value>")
+                       for child in self._children(element, where, ("value",)))
+        kind = SetHeader if element.tag == "set-header" else SetQueryParameter
+        return kind(name=name, exists_action=action, values=values)
+
+    def _token_check(self, where: str, attrs: dict[str, str]) -> dict[str, object]:
+        """Parse what both token policies share; returns keyword arguments for TokenCheck."""
+        sources = [name for name in _TOKEN_SOURCES if name in attrs]
+        if len(sources) > 1:
+            self.report(where, f"give only one of {', '.join(_TOKEN_SOURCES)} (found {', '.join(sources)})")
+        token_value = attrs.get("token-value")
+        return {
+            "header_name": self._optional_literal(attrs, "header-name", where),
+            "query_parameter_name": self._optional_literal(attrs, "query-parameter-name", where),
+            "token_value": self._value(token_value, f"{where} token-value") if token_value is not None else None,
+            "failed_status": self._int(attrs, "failed-validation-httpcode", where, 401, minimum=100, maximum=599),
+            "failed_message": self._optional_literal(attrs, "failed-validation-error-message", where),
+            "output_variable": self._optional_literal(attrs, "output-token-variable-name", where),
+        }
+
+    def _validate_jwt(self, element: ET.Element, where: str) -> ValidateJwt:
+        attrs = self._attributes(element, where, (*_TOKEN_CHECK_ATTRIBUTES, "require-expiration-time",
+                                                  "require-scheme", "require-signed-tokens", "clock-skew"))
+        common = self._token_check(where, attrs)
+        if not any(name in attrs for name in _TOKEN_SOURCES):
+            self.report(where, f"one of {', '.join(_TOKEN_SOURCES)} is required")
+        children = self._children(element, where, ("openid-config", "issuer-signing-keys", "audiences",
+                                                   "issuers", "required-claims"))
+        urls = []
+        for child in (c for c in children if c.tag == "openid-config"):
+            child_attrs = self._attributes(child, f"{where}/<openid-config>", ("url",), required=("url",))
+            self._children(child, f"{where}/<openid-config>", ())
+            urls.append(self._literal(child_attrs.get("url", ""), f"{where}/<openid-config>", "url"))
+        return ValidateJwt(
+            **common,  # type: ignore[arg-type]
+            require_scheme=self._optional_literal(attrs, "require-scheme", where),
+            require_expiration_time=self._bool(attrs, "require-expiration-time", where, True),
+            require_signed_tokens=self._bool(attrs, "require-signed-tokens", where, True),
+            clock_skew=self._int(attrs, "clock-skew", where, 0, minimum=0),
+            openid_config_urls=tuple(urls),
+            signing_keys=self._signing_keys(self._single(children, "issuer-signing-keys", where), where),
+            audiences=self._list(self._single(children, "audiences", where), "audience", where),
+            issuers=self._list(self._single(children, "issuers", where), "issuer", where),
+            required_claims=self._required_claims(self._single(children, "required-claims", where), where),
+        )
+
+    def _validate_azure_ad_token(self, element: ET.Element, where: str) -> ValidateAzureAdToken:
+        attrs = self._attributes(element, where, (*_TOKEN_CHECK_ATTRIBUTES, "tenant-id"), required=("tenant-id",))
+        common = self._token_check(where, attrs)
+        if not any(name in attrs for name in _TOKEN_SOURCES):
+            common["header_name"] = "Authorization"  # the documented default, Bearer scheme
+        tenant_id = self._literal(attrs.get("tenant-id", ""), where, "tenant-id")
+        if self.tenant_id is not None and tenant_id and tenant_id.lower() != self.tenant_id.lower():
+            self.report(where, f"tenant-id '{tenant_id}' is not the stand-in's tenant '{self.tenant_id}': "
+                        "its Entra stand-in issues tokens for that tenant only")
+        children = self._children(element, where, ("client-application-ids", "audiences", "required-claims"))
+        return ValidateAzureAdToken(
+            **common,  # type: ignore[arg-type]
+            tenant_id=tenant_id,
+            client_application_ids=self._list(self._single(children, "client-application-ids", where),
+                                              "application-id", where),
+            audiences=self._list(self._single(children, "audiences", where), "audience", where),
+            required_claims=self._required_claims(self._single(children, "required-claims", where), where),
+        )
+
+    # -- child elements --
+
+    def _signing_keys(self, element: ET.Element | None, where: str) -> tuple[SigningKey, ...]:
+        if element is None:
+            return ()
+        where = f"{where}/<issuer-signing-keys>"
+        keys = []
+        for child in self._children(element, where, ("key",)):
+            key_where = f"{where}/<key>"
+            attrs = self._attributes(child, key_where, ("id", "n", "e"))
+            text = self._leaf_text(child, key_where, attributes=("id", "n", "e"))
+            kid = self._optional_literal(attrs, "id", key_where)
+            if "n" in attrs or "e" in attrs:
+                if not ("n" in attrs and "e" in attrs) or text:
+                    self.report(key_where, "give both n and e (and no key text), or only a Base64 key as text")
+                keys.append(SigningKey(kid=kid, n=attrs.get("n"), e=attrs.get("e")))
+                continue
+            try:
+                secret = base64.b64decode(self._literal(text, key_where, "text"), validate=True)
+            except (binascii.Error, ValueError):
+                secret = b""
+            if not secret:
+                self.report(key_where, "the key must be a Base64 encoded symmetric key, or n and e of an RSA key")
+            keys.append(SigningKey(kid=kid, secret=secret))
+        return tuple(keys)
+
+    def _required_claims(self, element: ET.Element | None, where: str) -> tuple[RequiredClaim, ...]:
+        if element is None:
+            return ()
+        where = f"{where}/<required-claims>"
+        claims = []
+        for child in self._children(element, where, ("claim",)):
+            claim_where = f"{where}/<claim>"
+            attrs = self._attributes(child, claim_where, ("name", "match", "separator"), required=("name",))
+            match = self._literal(attrs.get("match", "all"), claim_where, "match")
+            if match not in ("all", "any"):
+                self.report(claim_where, f"match must be 'all' or 'any', not '{match}'")
+            values = tuple(self._literal(self._leaf_text(value, f"{claim_where}/<value>"), f"{claim_where}/<value>",
+                                         "value")
+                           for value in self._children(child, claim_where, ("value",)))
+            if not values:
+                self.report(claim_where, "a claim needs at least one <value>")
+            claims.append(RequiredClaim(name=self._literal(attrs.get("name", ""), claim_where, "name"),
+                                        values=values, match=match,
+                                        separator=self._optional_literal(attrs, "separator", claim_where)))
+        return tuple(claims)
+
+    def _list(self, element: ET.Element | None, item: str, where: str) -> tuple[str, ...]:
+        if element is None:
+            return ()
+        where = f"{where}/<{element.tag}>"
+        values = []
+        for child in self._children(element, where, (item,)):
+            value = self._leaf_text(child, f"{where}/<{item}>")
+            if not value:
+                self.report(f"{where}/<{item}>", "empty value")
+            values.append(self._literal(value, f"{where}/<{item}>", item))
+        if not values:
+            self.report(where, f"needs at least one <{item}>")
+        return tuple(values)
+
+    def _single(self, children: list[ET.Element], tag: str, where: str) -> ET.Element | None:
+        found = [c for c in children if c.tag == tag]
+        if len(found) > 1:
+            self.report(where, f"<{tag}> appears more than once")
+        return found[0] if found else None
+
+    # -- attributes, text and values --
+
+    def _attributes(self, element: ET.Element, where: str, allowed: Iterable[str],
+                    required: Iterable[str] = ()) -> dict[str, str]:
+        allowed = tuple(allowed)
+        attrs = {}
+        for name, raw in element.attrib.items():
+            if name not in allowed:
+                implemented = f"implemented: {', '.join(allowed)}" if allowed else "it takes no attributes"
+                self.report(where, f"attribute '{name}' is not implemented by the devstack APIM stand-in "
+                            f"({implemented})")
+                continue
+            attrs[name] = self._substitute(raw, where)
+        for name in required:
+            if name not in element.attrib:
+                self.report(where, f"required attribute '{name}' is missing")
+        return attrs
+
+    def _children(self, element: ET.Element, where: str, allowed: Iterable[str]) -> list[ET.Element]:
+        allowed = tuple(allowed)
+        children = []
+        for child in element:
+            if child.tag not in allowed:
+                self.report(f"{where}/<{child.tag}>", "this element is not implemented by the devstack APIM stand-in"
+                            + (f" (<{element.tag}> takes: {', '.join(allowed)})" if allowed else ""))
+            else:
+                children.append(child)
+        self._no_text(element, where)
+        return children
+
+    def _leaf_text(self, element: ET.Element, where: str, *, attributes: Iterable[str] = (),
+                   strip: bool = True) -> str:
+        """The text of an element that holds only text; attributes other than `attributes` are reported."""
+        self._attributes(element, where, attributes)
+        for child in element:
+            self.report(f"{where}/<{child.tag}>", "this element is not implemented by the devstack APIM stand-in")
+        text = element.text or ""
+        return self._substitute(text.strip() if strip else text, where)
+
+    def _no_text(self, element: ET.Element, where: str) -> None:
+        texts = [element.text or "", *((child.tail or "") for child in element)]
+        if any(text.strip() for text in texts):
+            self.report(where, "unexpected text")
+
+    def _substitute(self, text: str, where: str) -> str:
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1).strip()
+            if name not in self.named_values:
+                self.report(where, f"unknown named value '{{{{{name}}}}}' (the stand-in defines: "
+                            f"{', '.join(sorted(self.named_values))})")
+                return match.group(0)
+            return self.named_values[name]
+
+        return _NAMED_VALUE.sub(replace, text)
+
+    def _value(self, text: str, where: str) -> Value:
+        """A literal, or a policy expression the stand-in knows (named values already substituted)."""
+        if not is_expression(text):
+            return text
+        expression = compile_expression(text)
+        if expression is None:
+            known = "\n      ".join(known_expressions())
+            self.report(where, f"policy expression not supported by the stand-in: {text.strip()!r}; "
+                        f"it supports exactly these (see devstack/apim/expressions.py):\n      {known}")
+            return text
+        return expression
+
+    def _literal(self, value: str, where: str, name: str) -> str:
+        if is_expression(value):
+            self.report(where, f"'{name}': policy expressions are only supported in <value> and token-value")
+        return value
+
+    def _optional_literal(self, attrs: Mapping[str, str], name: str, where: str) -> str | None:
+        return self._literal(attrs[name], where, name) if name in attrs else None
+
+    def _bool(self, attrs: Mapping[str, str], name: str, where: str, default: bool) -> bool:
+        if name not in attrs:
+            return default
+        value = self._literal(attrs[name], where, name).strip().lower()
+        if value not in ("true", "false"):
+            self.report(where, f"'{name}' must be true or false, not '{attrs[name]}'")
+        return value == "true"
+
+    def _int(self, attrs: Mapping[str, str], name: str, where: str, default: int, *,
+             minimum: int, maximum: int | None = None) -> int:
+        if name not in attrs:
+            return default
+        raw = self._literal(attrs[name], where, name).strip()
+        if not raw.isdigit() or int(raw) < minimum or (maximum is not None and int(raw) > maximum):
+            limits = f"from {minimum}" + (f" to {maximum}" if maximum is not None else "")
+            self.report(where, f"'{name}' must be a whole number {limits}, not '{attrs[name]}'")
+            return default
+        return int(raw)

@@ -1,0 +1,88 @@
+"""Turn a running stack's `endpoints.json` into the function app's settings.
+
+One mapping, used by `python -m devstack settings|env|up`, the demo and the
+tests, so that they all configure the app the same way. Setting names are the
+contract in DESIGN.md §3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+DEFAULT_IDENTITY = "reader"
+DEFAULT_WRITE_IDENTITY = "writer"
+DEFAULT_TIMER_SCHEDULE = "0 */5 * * * *"  # NCRONTAB (with seconds): every five minutes
+DEFAULT_TIMER_API_PATH = "/status"
+
+# The stand-in is offline: keep the Azure Monitor exporter from calling
+# Microsoft's own endpoints. Statsbeat reports to a fixed Azure host and the
+# OneSettings control plane polls settings.sdk.monitor.azure.com; customer
+# SDK stats would only add noise to the stand-in's telemetry.
+OFFLINE_EXPORTER_SETTINGS = {
+    "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+    "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
+    "APPLICATIONINSIGHTS_SDKSTATS_DISABLED": "true",
+}
+
+
+# The distro samples traces at 5 per second by default, and that rate limiter
+# starts from an empty window: right after start-up it drops most spans. Locally
+# every trace should show, so the stand-in's settings keep them all.
+LOCAL_SAMPLING_SETTINGS = {"OTEL_TRACES_SAMPLER": "always_on"}
+
+
+class UnknownIdentity(ValueError):
+    """The identity name is not in the stack's `identities`."""
+
+
+def _client_id(endpoints: Mapping[str, Any], name: str) -> str:
+    identities = endpoints["identities"]
+    if name not in identities:
+        raise UnknownIdentity(f"unknown identity '{name}'; the stack has: {', '.join(sorted(identities))}")
+    return identities[name]["client_id"]
+
+
+def app_settings(endpoints: Mapping[str, Any], identity: str = DEFAULT_IDENTITY, *,
+                 timer_schedule: str = DEFAULT_TIMER_SCHEDULE,
+                 timer_api_path: str = DEFAULT_TIMER_API_PATH) -> dict[str, str]:
+    """The app settings that point the function app at the stack described by `endpoints`.
+
+    With the default `reader`, non-GET calls use the `writer` identity, the
+    least-privilege pair the template recommends. Any other identity is used for
+    every call (so `unassigned` shows what a missing role assignment looks like).
+    """
+    write_identity = DEFAULT_WRITE_IDENTITY if identity == DEFAULT_IDENTITY else identity
+    settings = {
+        "IDENTITY_ENDPOINT": endpoints["identity_endpoint"],
+        "IDENTITY_HEADER": endpoints["identity_header"],
+        "APIM_BASE_URL": endpoints["apim_base_url"],
+        "APIM_SUBSCRIPTION_KEY": endpoints.get("subscription_key") or "",
+        "API_APP_ID_URI": endpoints["api_app_id_uri"],
+        "MANAGED_IDENTITY_CLIENT_ID": _client_id(endpoints, identity),
+        "MANAGED_IDENTITY_WRITE_CLIENT_ID": _client_id(endpoints, write_identity),
+        "AZURE_TENANT_ID": endpoints["tenant_id"],
+        "TIMER_SCHEDULE": timer_schedule,
+        "TIMER_API_PATH": timer_api_path,
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": endpoints["connection_string"],
+        **OFFLINE_EXPORTER_SETTINGS,
+        **LOCAL_SAMPLING_SETTINGS,
+    }
+    if not settings["APIM_SUBSCRIPTION_KEY"]:
+        del settings["APIM_SUBSCRIPTION_KEY"]  # optional: an API may not require a key
+    return settings
+
+
+def local_settings(endpoints: Mapping[str, Any], identity: str = DEFAULT_IDENTITY) -> dict[str, Any]:
+    """A Core Tools `local.settings.json` document for `func start` against the stack."""
+    return {
+        "IsEncrypted": False,
+        "Values": {
+            "FUNCTIONS_WORKER_RUNTIME": "python",
+            # Timer triggers keep their schedule state in storage: run Azurite locally.
+            # (No AzureWebJobsFeatureFlags: worker indexing for the v2 model is on by
+            # default since Core Tools 4.21.)
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+            **app_settings(endpoints, identity),
+        },
+    }

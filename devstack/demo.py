@@ -1,0 +1,174 @@
+"""`python -m devstack demo`: the whole passwordless chain, run for real on this machine.
+
+Starts the stand-ins, points the real function app at them through its app
+settings, invokes the functions as the host would (timer, HTTP GET and POST with
+the reader and writer identities, a denied call), then shows what the identity
+endpoint, APIM and Application Insights saw. Exits 0 when every step did what
+it should.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+from devstack.appsettings import app_settings
+from devstack.stack import DevStack
+
+WIDTH = 78
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack demo", description=__doc__.splitlines()[0])
+    parser.parse_args(argv or [])
+    logging.basicConfig(level=logging.WARNING, format="     log: %(message)s")
+    logging.getLogger("shared").setLevel(logging.INFO)
+    with DevStack() as stack:
+        return asyncio.run(Demo(stack).run())
+
+
+class Demo:
+    def __init__(self, stack: DevStack) -> None:
+        self.stack = stack
+        self.endpoints = stack.endpoints
+        self.failures = 0
+
+    async def run(self) -> int:
+        self._configure("reader")
+        # Imported only now, as the host imports it: after the app settings exist.
+        import function_app
+        from shared import runtime, telemetry
+
+        self.functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+        self._banner()
+        await self._step("1. Timer trigger: GET TIMER_API_PATH as 'reader'", self._timer)
+        await self._step("2. HTTP GET /api/apim/orders as 'reader' (role Orders.Read)", self._get_orders)
+        await self._step("3. HTTP POST /api/apim/orders as 'writer' (role Orders.Write)", self._post_order)
+        await self._step("4. GET /api/health?probe=token: the token's claims, never the token", self._health)
+        await runtime.reset_runtime()
+        self._configure("unassigned")
+        await self._step("5. HTTP GET /api/apim/status as 'unassigned' (no app role): denied, with a hint",
+                         self._denied)
+        await runtime.reset_runtime()
+        telemetry.shutdown()  # export everything before the stand-ins stop
+        self._summary()
+        print("\n" + ("Demo finished: every step behaved as expected." if not self.failures
+                      else f"Demo finished with {self.failures} unexpected result(s)."))
+        return 0 if not self.failures else 1
+
+    def _configure(self, identity: str) -> None:
+        os.environ.update(app_settings(self.endpoints, identity))
+        os.environ.setdefault("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "urllib,urllib3,requests")
+
+    def _banner(self) -> None:
+        e = self.endpoints
+        print("devstack demo: managed identity → token → APIM policy → backend → App Insights\n")
+        print(f"  identity endpoint  {e['identity_endpoint']}")
+        print(f"  APIM base URL      {e['apim_base_url']}")
+        print(f"  App ID URI         {e['api_app_id_uri']}")
+        print(f"  ingestion          {e['ingestion_endpoint']}\n")
+
+    async def _step(self, title: str, action: Any) -> None:
+        print(title)
+        started = time.perf_counter()
+        try:
+            ok, lines = await action()
+        except Exception as exc:  # a demo step must report, not crash the walkthrough
+            ok, lines = False, [f"raised {type(exc).__name__}: {exc}"]
+        elapsed = (time.perf_counter() - started) * 1000
+        mark = "ok" if ok else "UNEXPECTED"
+        for line in lines:
+            print(f"     {line}")
+        print(f"   [{mark}] {elapsed:.0f} ms\n")
+        self.failures += not ok
+
+    async def _timer(self) -> tuple[bool, list[str]]:
+        from azure.functions.timer import TimerRequest
+
+        await self.functions["scheduled_api_call"](TimerRequest(past_due=False), _context("scheduled_api_call"))
+        return True, ["the invocation succeeded"]
+
+    async def _get_orders(self) -> tuple[bool, list[str]]:
+        response = await self.functions["apim_proxy"](_request("GET", "orders"), _context("apim_proxy"))
+        return response.status_code == 200, [f"{response.status_code} {_short(response.get_body())}"]
+
+    async def _post_order(self) -> tuple[bool, list[str]]:
+        body = json.dumps({"item": "demo widget", "quantity": 3}).encode()
+        response = await self.functions["apim_proxy"](
+            _request("POST", "orders", body, {"Content-Type": "application/json"}), _context("apim_proxy"))
+        return response.status_code == 201, [f"{response.status_code} {_short(response.get_body())}"]
+
+    async def _health(self) -> tuple[bool, list[str]]:
+        response = await self.functions["health"](_request("GET", "health", query="probe=token"), _context("health"))
+        report = json.loads(response.get_body())
+        claims = report.get("token", {})
+        lines = [f"{name}: {claims[name]}" for name in ("aud", "roles", "azp", "appid", "tid", "exp") if name in claims]
+        return response.status_code == 200 and bool(claims), lines
+
+    async def _denied(self) -> tuple[bool, list[str]]:
+        response = await self.functions["apim_proxy"](_request("GET", "status"), _context("apim_proxy"))
+        error = json.loads(response.get_body()).get("error", {})
+        lines = [f"{response.status_code} {error.get('code')}: {error.get('message')}", f"hint: {error.get('hint')}"]
+        return response.status_code == 403 and bool(error.get("hint")), lines
+
+    def _summary(self) -> None:
+        state = self.stack.state
+        stats = state.stats.snapshot()
+        print("-" * WIDTH)
+        print("What the stand-ins saw")
+        identity, apim = stats.get("identity", {}), stats.get("apim", {})
+        print(f"  identity endpoint  {identity.get('token_requests', 0)} token requests "
+              "(one per identity: tokens are cached and shared)")
+        print(f"  APIM               {apim.get('requests', 0)} requests, by status {apim.get('by_status', {})}")
+        print(f"  backend            {stats.get('backend', {}).get('by_method', {})}")
+        envelopes = list(state.telemetry)
+        print(f"  App Insights       {len(envelopes)} telemetry items")
+        for line in _telemetry_lines(envelopes):
+            print(f"     {line}")
+
+
+def _telemetry_lines(envelopes: list[dict[str, Any]]) -> list[str]:
+    spans: Counter[str] = Counter()
+    metrics: set[str] = set()
+    for envelope in envelopes:
+        data = envelope.get("data", {})
+        base = data.get("baseData", {})
+        if data.get("baseType") == "MetricData":
+            metrics.update(m.get("name", "") for m in base.get("metrics", []))
+        elif data.get("baseType") == "RemoteDependencyData":
+            spans[f"dependency {base.get('type', '')}: {base.get('name', '')}"] += 1
+        elif data.get("baseType"):
+            spans[data["baseType"]] += 1
+    lines = [f"{count:>3} x {name}" for name, count in sorted(spans.items())]
+    if metrics:
+        lines.append("metrics: " + ", ".join(sorted(m for m in metrics if m.startswith("apim."))))
+    return lines
+
+
+def _context(function_name: str) -> SimpleNamespace:
+    trace_parent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    return SimpleNamespace(invocation_id=secrets.token_hex(8), function_name=function_name,
+                           trace_context=SimpleNamespace(trace_parent=trace_parent, trace_state="", attributes={}))
+
+
+def _request(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
+             query: str = "") -> Any:
+    import azure.functions as func
+
+    url = f"http://localhost:7071/api/apim/{path}" + (f"?{query}" if query else "")
+    params = dict(p.split("=", 1) for p in query.split("&")) if query else {}
+    return func.HttpRequest(method=method, url=url, route_params={"path": path}, params=params, body=body,
+                            headers=headers or {})
+
+
+def _short(body: bytes, limit: int = 100) -> str:
+    text = body.decode("utf-8", "replace").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,236 @@
+"""The APIM stand-in reads infra/apim strictly: what it does not implement, it refuses to run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from devstack.apim import PolicyError, create_app, load_gateway_api, named_values
+from devstack.apim.expressions import Jwt, compile_expression
+from devstack.apim.policy import (
+    Base,
+    ForwardRequest,
+    PolicyDocument,
+    SetHeader,
+    SetQueryParameter,
+    ValidateAzureAdToken,
+    ValidateJwt,
+    compose,
+    load_policy,
+)
+from devstack.config import PROJECT_ROOT, load_config
+from devstack.state import StackState
+
+INFRA_APIM = PROJECT_ROOT / "infra" / "apim"
+INBOUND_BASE = "<inbound>\n        <base />"
+OPENID_CONFIG_URL = "http://127.0.0.1:9/tenant/v2.0/.well-known/openid-configuration"
+
+
+@pytest.fixture(scope="module")
+def state() -> StackState:
+    state = StackState.create(load_config())
+    state.endpoints.update(openid_config_url=OPENID_CONFIG_URL, backend_url="http://127.0.0.1:9")
+    return state
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    """A copy of infra/apim that a test may break."""
+    return Path(shutil.copytree(INFRA_APIM, tmp_path / "apim"))
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path.name}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def refusal(state: StackState, policy_dir: Path) -> str:
+    with pytest.raises(PolicyError) as caught:
+        load_gateway_api(state, policy_dir)
+    return str(caught.value)
+
+
+# --- the files infra/ deploys ---------------------------------------------------
+
+def test_the_deployed_files_load_and_compose_api_then_operation(state):
+    api = load_gateway_api(state)
+    assert (api.name, api.path, api.subscription_required) == ("orders-api", "orders", True)
+    routes = {(op.method, op.url_template): op for op in api.operations}
+    assert set(routes) == {("GET", "/status"), ("GET", "/orders"), ("GET", "/orders/{id}"), ("POST", "/orders")}
+    read, write = routes["GET", "/orders/{id}"].policy, routes["POST", "/orders"].policy
+    # API scope first (token for this API), then the operation's role check.
+    assert [type(s) for s in read["inbound"]] == [
+        ValidateAzureAdToken, SetHeader, SetHeader, SetHeader, SetQueryParameter, ValidateJwt]
+    assert read["backend"] == (ForwardRequest(),)  # APIM's default global policy
+    read_check, write_check = read["inbound"][-1], write["inbound"][-1]
+    assert read_check.required_claims[0].values == (state.config.api.read_role,)
+    assert write_check.required_claims[0].values == (state.config.api.write_role,)
+    assert write_check.failed_status == 403 and state.config.api.write_role in write_check.failed_message
+    assert read_check.openid_config_urls == (OPENID_CONFIG_URL,)
+
+
+def test_named_values_are_the_contract_names(state):
+    assert set(named_values(state)) == {"tenant-id", "api-app-id-uri", "api-client-id", "openid-config-url",
+                                        "reader-role", "writer-role"}
+
+
+def test_api_policy_token_check_accepts_both_token_versions_audiences(state):
+    api = load_gateway_api(state)
+    check = api.operations[0].policy["inbound"][0]
+    assert isinstance(check, ValidateAzureAdToken)
+    assert set(check.audiences) == {state.config.api.client_id, state.config.api.app_id_uri}
+    assert (check.failed_status, check.output_variable) == (401, "caller-token")
+
+
+# --- refusals -------------------------------------------------------------------
+
+@pytest.mark.parametrize("element", ['<rate-limit-by-key calls="5" renewal-period="60" counter-key="x" />', "<foo/>"])
+def test_an_unknown_policy_element_is_refused_naming_it_and_its_file(state, policy_dir, element):
+    replace_in(policy_dir / "operation-write-policy.xml", INBOUND_BASE, f"{INBOUND_BASE}\n        {element}")
+    message = refusal(state, policy_dir)
+    tag = element[1:].split()[0].rstrip("/>")
+    assert f"<{tag}>" in message
+    assert str(policy_dir / "operation-write-policy.xml") in message
+    assert "not implemented" in message
+
+
+def test_an_unknown_attribute_is_refused(state, policy_dir):
+    replace_in(policy_dir / "operation-read-policy.xml", 'require-scheme="Bearer"',
+               'require-scheme="Bearer" validate-connectivity="true"')
+    message = refusal(state, policy_dir)
+    assert "validate-connectivity" in message and "operation-read-policy.xml" in message
+
+
+def test_an_unknown_child_element_is_refused(state, policy_dir):
+    replace_in(policy_dir / "operation-read-policy.xml", "<audiences>",
+               "<decryption-keys><key>AAAA</key></decryption-keys>\n            <audiences>")
+    assert "<decryption-keys>" in refusal(state, policy_dir)
+
+
+def test_an_unknown_named_value_is_refused(state, policy_dir):
+    replace_in(policy_dir / "api-policy.xml", "{{api-client-id}}", "{{api-audience}}")
+    message = refusal(state, policy_dir)
+    assert "{{api-audience}}" in message and "api-policy.xml" in message
+
+
+def test_an_expression_the_stand_in_does_not_know_is_refused(state, policy_dir):
+    replace_in(policy_dir / "api-policy.xml", 'GetValueOrDefault("roles", "")', 'GetValueOrDefault("scp", "")')
+    message = refusal(state, policy_dir)
+    assert "policy expression not supported" in message and "scp" in message
+
+
+def test_an_expression_where_only_literals_are_supported_is_refused(state, policy_dir):
+    replace_in(policy_dir / "api-policy.xml", 'failed-validation-httpcode="401"',
+               'failed-validation-httpcode="@(401)"')
+    assert "failed-validation-httpcode" in refusal(state, policy_dir)
+
+
+def test_every_problem_in_every_file_is_listed_at_once(state, policy_dir):
+    replace_in(policy_dir / "api-policy.xml", INBOUND_BASE, f"{INBOUND_BASE}\n<cors />")
+    replace_in(policy_dir / "operation-read-policy.xml", INBOUND_BASE, f"{INBOUND_BASE}\n<ip-filter />")
+    with pytest.raises(PolicyError) as caught:
+        load_gateway_api(state, policy_dir)
+    assert len(caught.value.problems) == 2
+    assert "<cors>" in str(caught.value) and "<ip-filter>" in str(caught.value)
+
+
+def test_a_policy_in_a_section_where_apim_does_not_allow_it_is_refused(state, policy_dir):
+    replace_in(policy_dir / "operation-read-policy.xml", "<backend>\n        <base />",
+               "<backend>\n        <base />\n        <validate-jwt header-name=\"Authorization\" />")
+    assert "not allowed in <backend>" in refusal(state, policy_dir)
+
+
+def test_a_missing_section_is_refused_rather_than_guessed(state, policy_dir):
+    replace_in(policy_dir / "operation-read-policy.xml", "<outbound>\n        <base />\n    </outbound>", "")
+    assert "missing <outbound> section" in refusal(state, policy_dir)
+
+
+def test_base_at_global_scope_is_refused(state, policy_dir):
+    (policy_dir / "global-policy.xml").write_text(
+        "<policies><inbound><base /></inbound><backend><forward-request /></backend>"
+        "<outbound /><on-error /></policies>", encoding="utf-8")
+    assert "no parent at global scope" in refusal(state, policy_dir)
+
+
+def test_a_tenant_other_than_the_stand_ins_is_refused(state, policy_dir):
+    replace_in(policy_dir / "api-policy.xml", 'tenant-id="{{tenant-id}}"', 'tenant-id="contoso.onmicrosoft.com"')
+    assert "not the stand-in's tenant" in refusal(state, policy_dir)
+
+
+def test_malformed_xml_is_refused(state, policy_dir):
+    replace_in(policy_dir / "api-policy.xml", "</policies>", "")
+    assert "not well-formed XML" in refusal(state, policy_dir)
+
+
+def test_an_undeclared_template_parameter_is_refused(state, policy_dir):
+    replace_in(policy_dir / "api.json", '"urlTemplate": "/orders/{id}"', '"urlTemplate": "/orders/{orderId}"')
+    assert "templateParameters" in refusal(state, policy_dir)
+
+
+def test_an_api_path_other_than_the_configs_is_refused(state, policy_dir):
+    replace_in(policy_dir / "api.json", '"path": "orders"', '"path": "sales"')
+    assert "apim.api_path" in refusal(state, policy_dir)
+
+
+def test_create_app_refuses_to_start(state, policy_dir):
+    replace_in(policy_dir / "api-policy.xml", INBOUND_BASE, f"{INBOUND_BASE}\n<foo/>")
+    with pytest.raises(PolicyError, match="foo"):
+        create_app(state, policy_dir=policy_dir)
+
+
+def test_a_global_policy_file_is_composed_in(state, policy_dir):
+    (policy_dir / "global-policy.xml").write_text(
+        '<policies><inbound><set-header name="X-Global" exists-action="override"><value>1</value></set-header>'
+        '</inbound><backend><forward-request timeout="20" /></backend><outbound /><on-error /></policies>',
+        encoding="utf-8")
+    inbound = load_gateway_api(state, policy_dir).operations[0].policy["inbound"]
+    assert inbound[0] == SetHeader(name="X-Global", values=("1",))
+    assert load_gateway_api(state, policy_dir).operations[0].policy["backend"] == (ForwardRequest(timeout=20),)
+
+
+# --- composition and expressions -------------------------------------------------
+
+def test_a_section_without_base_drops_the_parent_scope_as_apim_does():
+    parent = PolicyDocument("api", {"inbound": (SetHeader("A"),), "backend": (ForwardRequest(),),
+                                    "outbound": (), "on-error": ()})
+    child = PolicyDocument("op", {"inbound": (SetHeader("B"),), "backend": (Base(),),
+                                  "outbound": (Base(),), "on-error": (Base(),)})
+    effective = compose(parent, child)
+    assert effective["inbound"] == (SetHeader("B"),)
+    assert effective["backend"] == (ForwardRequest(),)
+
+
+def test_two_forward_requests_in_one_effective_policy_are_refused():
+    document = PolicyDocument("x", {"inbound": (), "backend": (ForwardRequest(), ForwardRequest()),
+                                    "outbound": (), "on-error": ()})
+    with pytest.raises(PolicyError, match="forward-request"):
+        compose(document)
+
+
+def test_load_policy_substitutes_named_values_after_parsing(tmp_path):
+    path = tmp_path / "p.xml"
+    path.write_text('<policies><inbound><set-header name="X"><value>{{v}}</value></set-header></inbound>'
+                    "<backend /><outbound /><on-error /></policies>", encoding="utf-8")
+    document = load_policy(path, {"v": "</value><foo/>"}, scope="global")  # a value cannot add elements
+    assert document.sections["inbound"] == (SetHeader("X", values=("</value><foo/>",)),)
+
+
+def test_the_supported_expressions_read_the_caller_token():
+    client_id = compile_expression(
+        '@{\n  var jwt = (Jwt)context.Variables["caller-token"];\n'
+        '  return jwt.Claims.GetValueOrDefault("azp", jwt.Claims.GetValueOrDefault("appid", ""));\n}')
+    roles = compile_expression('@(((Jwt)context.Variables["caller-token"]).Claims.GetValueOrDefault("roles", ""))')
+    assert client_id is not None and roles is not None
+
+    class Context:
+        def __init__(self, claims: dict) -> None:
+            self.variables = {"caller-token": Jwt(header={}, claims=claims)}
+
+    assert client_id.evaluate(Context({"azp": "v2-app", "roles": ["A", "B"]})) == "v2-app"
+    assert client_id.evaluate(Context({"appid": "v1-app"})) == "v1-app"
+    assert roles.evaluate(Context({"roles": ["A", "B"]})) == "A,B"
+    assert roles.evaluate(Context({})) == ""
+    assert compile_expression('@(context.Request.Headers.GetValueOrDefault("x", ""))') is None

@@ -1,0 +1,104 @@
+"""What each trigger does. `function_app.py` only wires triggers to these."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import azure.functions as func
+
+from shared import telemetry
+from shared.errors import AppError, BodyTooLarge, ConfigurationError, RequestError, map_exception
+from shared.runtime import get_runtime, settings_or_error
+from shared.tokens import describe_token
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+JSON = "application/json"
+
+
+async def forward(req: func.HttpRequest, context: func.Context | None = None) -> func.HttpResponse:
+    """Forward the call under /api/apim/ to the same path under APIM_BASE_URL."""
+    with telemetry.invocation(context):
+        try:
+            body, content_type = _request_body(req)
+            response = await get_runtime().client.call(
+                req.method, req.route_params.get("path", ""), query=urlsplit(req.url).query,
+                body=body, content_type=content_type)
+        except Exception as exc:
+            return _error_response(exc, f"{req.method} /api/apim")
+        return func.HttpResponse(body=response.body, status_code=response.status,
+                                 headers={**response.headers, **_content_type(response.content_type)})
+
+
+async def health(req: func.HttpRequest, context: func.Context | None = None) -> func.HttpResponse:
+    """Configuration status; with ?probe=token, also a token's non-secret claims."""
+    with telemetry.invocation(context):
+        settings = settings_or_error()
+        if isinstance(settings, ConfigurationError):
+            return _json({"status": "misconfigured", **settings.to_json()}, 503)
+        report: dict[str, Any] = {"status": "ok", "settings": settings.summary(), "telemetry": telemetry.configure()}
+        if req.params.get("probe") == "token":
+            try:
+                token = await get_runtime().token_source("GET").get()
+            except Exception as exc:
+                return _error_response(exc, "health token probe")
+            report["token"] = describe_token(token.token)
+        return _json(report, 200)
+
+
+async def scheduled_call(timer: func.TimerRequest, context: func.Context | None = None) -> None:
+    """GET TIMER_API_PATH; raising fails the invocation, so it shows as failed in App Insights."""
+    with telemetry.invocation(context):
+        if timer.past_due:
+            logger.warning("Timer is past due: this run is late (the app was stopped or busy).")
+        runtime = get_runtime()
+        path = runtime.settings.timer_api_path
+        if not path:
+            raise ConfigurationError(["TIMER_API_PATH is not set: the path the timer calls, e.g. /status."])
+        started = time.perf_counter()
+        try:
+            response = await runtime.client.call("GET", path)
+        except AppError as error:
+            logger.error("Scheduled call GET %s failed: %s", path, error)
+            raise
+        logger.info("Scheduled call GET %s answered %s in %.0f ms (%d bytes).", path, response.status,
+                    (time.perf_counter() - started) * 1000, len(response.body))
+
+
+def _request_body(req: func.HttpRequest) -> tuple[bytes | None, str | None]:
+    body = req.get_body() or None
+    if body is None:
+        return None, None
+    if len(body) > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+    content_type = req.headers.get("Content-Type")
+    if content_type and content_type.split(";")[0].strip().lower() == JSON:
+        try:
+            json.loads(body)
+        except ValueError as exc:
+            raise RequestError(f"The request body is not valid JSON ({type(exc).__name__} at byte "
+                               f"{getattr(exc, 'pos', '?')}).") from None
+    return body, content_type
+
+
+def _error_response(exc: BaseException, what: str) -> func.HttpResponse:
+    error = map_exception(exc)
+    if type(error) is AppError:  # not one we anticipated: log its type, never its text
+        logger.error("%s failed with an unexpected %s.", what, type(exc).__name__)
+    else:
+        logger.warning("%s failed: %s", what, error)
+    headers = getattr(error, "headers", {}) or {}
+    return _json(error.to_json(), error.status, headers)
+
+
+def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers, mimetype=JSON)
+
+
+def _content_type(value: str | None) -> dict[str, str]:
+    return {"Content-Type": value} if value else {}

@@ -1,0 +1,72 @@
+"""Explain APIM refusals (401, 403, 415) from what we sent and what came back.
+
+We hold the token we sent, so its claims say more than APIM's one-line message:
+which identity it was, which audience, which roles. Only non-secret claims are
+read (see `shared.tokens.describe_token`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shared.settings import Settings
+
+
+def apim_message(body: bytes) -> str:
+    """APIM's error message from a `{"statusCode": …, "message": …}` body, if that is what it is."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    message = data.get("message")
+    error = data.get("error")
+    if not message and isinstance(error, dict):
+        message = error.get("message")
+    return str(message or "")[:300]
+
+
+def hint_for(status: int, message: str, *, method: str, claims: dict[str, Any], settings: Settings,
+             content_type: str | None = None) -> str:
+    if status == 415:
+        sent = content_type or "none"
+        return (f"The API does not accept the request's content type ({sent}). Send the body as JSON with "
+                "'Content-Type: application/json'.")
+    lowered = message.lower()
+    if "subscription key" in lowered:
+        return _subscription_key_hint(lowered, settings)
+    identity = claims.get("azp") or claims.get("appid") or settings.client_id_for(method) or "(default identity)"
+    roles = claims.get("roles") or []
+    if status == 401:
+        return _token_hint(identity, claims, settings)
+    if not claims:
+        return (f"APIM refused identity {identity} for {method.upper()}: it most likely lacks the app role this "
+                f"operation requires on {settings.api_app_id_uri}.")
+    if not roles:
+        return (f"Identity {identity} has no app role on the API {settings.api_app_id_uri}: assign it a role "
+                "(an appRoleAssignedTo on the API's service principal; infra/ does this), then wait a few "
+                "minutes for a new token.")
+    which = "MANAGED_IDENTITY_WRITE_CLIENT_ID" if method.upper() not in ("GET", "HEAD", "OPTIONS") else (
+        "MANAGED_IDENTITY_CLIENT_ID")
+    return (f"Identity {identity} has roles {roles} on {settings.api_app_id_uri}, but APIM requires another role "
+            f"for {method.upper()}. Assign the required role, or set {which} to an identity that has it.")
+
+
+def _subscription_key_hint(message: str, settings: Settings) -> str:
+    if "missing" in message or not settings.subscription_key:
+        return ("The API requires an APIM subscription key: set APIM_SUBSCRIPTION_KEY (in Azure, a Key Vault "
+                "reference to the subscription's key).")
+    return ("APIM_SUBSCRIPTION_KEY is not a valid key for an active subscription to this API: it may have been "
+            "regenerated, or belong to another product or APIM instance.")
+
+
+def _token_hint(identity: str, claims: dict[str, Any], settings: Settings) -> str:
+    if not claims:
+        return ("APIM rejected the token. Check that the identity exists and is assigned to this app, and that "
+                "API_APP_ID_URI matches the API's app registration.")
+    audience = claims.get("aud")
+    return (f"APIM rejected the token of identity {identity} (audience {audience!r}, tenant {claims.get('tid')!r}). "
+            f"If the audience is not the API's ({settings.api_app_id_uri!r} or its client ID), fix API_APP_ID_URI; "
+            "otherwise check the tenant and audiences of validate-azure-ad-token in the API policy.")

@@ -1,0 +1,77 @@
+"""Build the APIM URL for a caller's path and query, without ever leaving APIM_BASE_URL.
+
+The route's `{*path}` arrives already percent-decoded by the host, so anything
+that still looks encoded, walks up (`..`), or could change the host
+(`//evil.example`, `http:`, backslashes) is refused rather than normalised:
+guessing what a crafted path meant is how proxies get turned around.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+from shared.errors import RequestError
+
+# Query parameters never forwarded: the Functions key, and a key that would override ours.
+FUNCTION_KEY_PARAM = "code"
+SUBSCRIPTION_KEY_PARAM = "subscription-key"
+
+_SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ENCODED = re.compile(r"%[0-9a-fA-F]{2}")
+MAX_PATH_LENGTH = 2048
+
+
+def build_url(base_url: str, path: str, query: str = "") -> str:
+    """`base_url` + `/path` + `?query`, or RequestError naming what is wrong."""
+    segments = _safe_segments(path)
+    url = base_url.rstrip("/") + "/" + "/".join(quote(s, safe=_SEGMENT_SAFE) for s in segments)
+    _assert_inside(base_url, url)
+    forwarded = forwarded_query(query)
+    return f"{url}?{forwarded}" if forwarded else url
+
+
+def _safe_segments(path: str) -> list[str]:
+    if len(path) > MAX_PATH_LENGTH:
+        raise RequestError(f"The path is longer than {MAX_PATH_LENGTH} characters.")
+    if _CONTROL.search(path):
+        raise RequestError("The path contains control characters (such as CR or LF).")
+    if "\\" in path:
+        raise RequestError("The path contains a backslash.")
+    if _ENCODED.search(path) or "%" in path:
+        raise RequestError("The path contains percent-encoded characters after decoding; encode it only once.")
+    if not path.strip("/"):
+        raise RequestError("The path is empty: call /api/apim/<path under APIM_BASE_URL>, e.g. /api/apim/status.")
+    segments = path.strip("/").split("/") if not path.startswith("//") else [""]
+    for segment in segments:
+        if segment == "":
+            raise RequestError("The path contains an empty segment ('//'), which could name another host.")
+        if segment in (".", ".."):
+            raise RequestError("The path contains '.' or '..' segments.")
+    if ":" in segments[0]:
+        raise RequestError("The path looks like an absolute URL; give a path under APIM_BASE_URL instead.")
+    return segments
+
+
+def _assert_inside(base_url: str, url: str) -> None:
+    # Belt and braces: whatever the checks above missed, the result must stay under the base.
+    base, target = urlsplit(base_url.rstrip("/") + "/"), urlsplit(url)
+    same_origin = (base.scheme, base.netloc) == (target.scheme, target.netloc)
+    if not same_origin or not target.path.startswith(base.path):
+        raise RequestError("The path would leave APIM_BASE_URL.")
+
+
+def forwarded_query(query: str) -> str:
+    """The caller's query minus the Functions key; refuses control characters and our key's name."""
+    if not query:
+        return ""
+    if _CONTROL.search(query):
+        raise RequestError("The query string contains control characters (such as CR or LF).")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    for name, value in pairs:
+        if _CONTROL.search(name) or _CONTROL.search(value):
+            raise RequestError("The query string contains encoded control characters (such as %0d%0a).")
+        if name.lower() == SUBSCRIPTION_KEY_PARAM:
+            raise RequestError("Do not pass 'subscription-key': the function adds its own APIM subscription key.")
+    return urlencode([(n, v) for n, v in pairs if n != FUNCTION_KEY_PARAM])

@@ -1,0 +1,72 @@
+"""Process-wide state, created on first use: settings, credentials, the APIM client.
+
+Nothing here runs at import time, so importing `function_app` never touches the
+network or fails on a bad setting; the first invocation builds it once and
+every later one (on the worker's single event loop) reuses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.apim import ApimClient
+from shared.credentials import create_credential
+from shared.errors import ConfigurationError
+from shared.settings import Settings, load_settings
+from shared.tokens import TokenSource
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    client: ApimClient
+    token_sources: dict[str | None, TokenSource]
+
+    def token_source(self, method: str = "GET") -> TokenSource:
+        return self.token_sources[self.settings.client_id_for(method)]
+
+    async def close(self) -> None:
+        await self.client.close()
+        for source in self.token_sources.values():
+            await source.credential.close()
+
+
+_runtime: Runtime | None = None
+_settings_error: ConfigurationError | None = None
+
+
+def settings_or_error() -> Settings | ConfigurationError:
+    """Settings, validated once; a bad setting is remembered and reported on every call."""
+    global _settings_error
+    if _runtime is not None:
+        return _runtime.settings
+    if _settings_error is None:
+        try:
+            return load_settings()
+        except ConfigurationError as error:
+            _settings_error = error
+    return _settings_error
+
+
+def get_runtime() -> Runtime:
+    """The runtime; raises ConfigurationError naming each bad setting. Call from the event loop."""
+    global _runtime
+    if _runtime is None:
+        settings = settings_or_error()
+        if isinstance(settings, ConfigurationError):
+            raise settings
+        sources = {
+            client_id: TokenSource(create_credential(client_id, settings.tenant_id), settings.scope,
+                                   client_id=client_id)
+            for client_id in {settings.client_id, settings.client_id_for("POST")}
+        }
+        _runtime = Runtime(settings=settings, client=ApimClient(settings, sources), token_sources=sources)
+    return _runtime
+
+
+async def reset_runtime() -> None:
+    """Close and forget the runtime and remembered settings (tests, demo, benchmarks)."""
+    global _runtime, _settings_error
+    runtime, _runtime, _settings_error = _runtime, None, None
+    if runtime is not None:
+        await runtime.close()

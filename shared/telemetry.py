@@ -1,0 +1,188 @@
+"""Token and call telemetry, exported to Application Insights.
+
+Names (documented in the README, used in KQL):
+
+- span `apim.token.acquire`: one per token acquisition, from cache or endpoint,
+  with `token.client_id`, `token.audience`, `token.source`, `token.outcome`,
+  `token.expires_on`. Never the token.
+- HTTP dependency spans for APIM calls: OpenTelemetry's aiohttp-client
+  instrumentation on the shared session (see `shared.apim`).
+- metrics `apim.token.acquisitions` (counter), `apim.token.duration` (ms),
+  `apim.call.duration` (ms) and `apim.call.failures` (counter).
+
+Telemetry is configured once: by the Functions worker when
+PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true, otherwise by `configure()`
+when APPLICATIONINSIGHTS_CONNECTION_STRING is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry._logs import get_logger_provider
+from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    import azure.functions as func
+    from azure.core.credentials import AccessTokenInfo
+
+    from shared.errors import AppError
+
+logger = logging.getLogger(__name__)
+
+INSTRUMENTATION_NAME = "functions-apim-managed-identity"
+TOKEN_SPAN = "apim.token.acquire"  # noqa: S105 - a span name
+
+tracer = trace.get_tracer(INSTRUMENTATION_NAME)
+_meter = metrics.get_meter(INSTRUMENTATION_NAME)
+token_acquisitions = _meter.create_counter(
+    "apim.token.acquisitions", unit="{acquisition}", description="Access tokens handed out, by source and outcome.")
+token_duration = _meter.create_histogram(
+    "apim.token.duration", unit="ms", description="Time to get an access token (cache or endpoint).")
+call_duration = _meter.create_histogram(
+    "apim.call.duration", unit="ms", description="Time of a call to APIM, retries included.")
+call_failures = _meter.create_counter(
+    "apim.call.failures", unit="{call}", description="Calls to APIM that ended in an error, by error type.")
+
+_configure_lock = threading.Lock()
+_mode: str | None = None
+
+
+def configure(environ: Mapping[str, str] | None = None) -> str:
+    """Set up export once per process; returns "worker", "app" or "off"."""
+    global _mode
+    with _configure_lock:
+        if _mode is None:
+            _mode = _configure(os.environ if environ is None else environ)
+        return _mode
+
+
+def _configure(env: Mapping[str, str]) -> str:
+    if env.get("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", "").lower() == "true":
+        return "worker"  # the Functions worker already called configure_azure_monitor
+    if not env.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+        return "off"
+    # Imported here: it is the heaviest import of the app and only needed when exporting.
+    from azure.monitor.opentelemetry import configure_azure_monitor
+
+    # The exporter reads APPLICATIONINSIGHTS_AUTHENTICATION_STRING itself (Entra-authenticated ingestion).
+    configure_azure_monitor(logger_name="shared")
+    return "app"
+
+
+def flush(timeout_millis: int = 10_000) -> None:
+    """Export what is buffered (spans, metrics, logs); used before a short-lived process exits."""
+    for provider in _providers():
+        force_flush = getattr(provider, "force_flush", None)
+        if force_flush:
+            force_flush(timeout_millis)
+
+
+def shutdown() -> None:
+    """Flush and stop the exporters (before a short-lived process, or the stand-in, goes away)."""
+    flush()
+    for provider in _providers():
+        stop = getattr(provider, "shutdown", None)
+        if stop:
+            stop()
+
+
+def _providers() -> tuple[Any, ...]:
+    return trace.get_tracer_provider(), metrics.get_meter_provider(), get_logger_provider()
+
+
+@contextmanager
+def invocation(context: func.Context | None) -> Iterator[None]:
+    """Make the invocation's trace context current, so our spans join the host's trace."""
+    if _mode is None:
+        configure()
+    carrier = _carrier(context)
+    if not carrier:
+        yield
+        return
+    token = otel_context.attach(TraceContextTextMapPropagator().extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def _carrier(context: Any) -> dict[str, str]:
+    trace_context = getattr(context, "trace_context", None)
+    parent = getattr(trace_context, "trace_parent", None)
+    if not parent:
+        return {}
+    carrier = {"traceparent": parent}
+    state = getattr(trace_context, "trace_state", None)
+    if state:
+        carrier["tracestate"] = state
+    return carrier
+
+
+def _token_attributes(client_id: str, scope: str, source: str) -> dict[str, str]:
+    return {"token.client_id": client_id, "token.audience": scope, "token.source": source}
+
+
+def _expiry(token: AccessTokenInfo) -> str:
+    return datetime.fromtimestamp(token.expires_on, UTC).isoformat()
+
+
+def record_token(client_id: str, scope: str, *, source: str, token: AccessTokenInfo) -> None:
+    """A token served from the cache: a span and the counter, so cache hits are visible too."""
+    attributes = _token_attributes(client_id, scope, source)
+    with tracer.start_as_current_span(TOKEN_SPAN, attributes=attributes) as span:
+        span.set_attributes({"token.outcome": "success", "token.expires_on": _expiry(token)})
+    token_acquisitions.add(1, {**attributes, "token.outcome": "success"})
+    token_duration.record(0.0, attributes)
+
+
+class TokenSpan:
+    """The span of one request to the identity endpoint; records the metrics when it ends."""
+
+    def __init__(self, span: Span, attributes: dict[str, str]) -> None:
+        self.span = span
+        self.attributes = attributes
+        self.outcome = "failure"
+
+    def set_outcome(self, outcome: str, token: AccessTokenInfo) -> None:
+        self.outcome = outcome
+        self.span.set_attributes({"token.outcome": outcome, "token.expires_on": _expiry(token)})
+
+    def set_failure(self, error: AppError) -> None:
+        self.outcome = "failure"
+        self.span.set_attributes({"token.outcome": "failure", "error.type": type(error).__name__})
+        self.span.set_status(Status(StatusCode.ERROR, error.message))
+
+
+@contextmanager
+def token_span(client_id: str, scope: str) -> Iterator[TokenSpan]:
+    attributes = _token_attributes(client_id, scope, "endpoint")
+    started = time.perf_counter()
+    with tracer.start_as_current_span(TOKEN_SPAN, attributes=attributes, record_exception=False,
+                                      set_status_on_exception=False) as span:
+        recorder = TokenSpan(span, attributes)
+        try:
+            yield recorder
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            token_acquisitions.add(1, {**attributes, "token.outcome": recorder.outcome})
+            token_duration.record(elapsed_ms, {**attributes, "token.outcome": recorder.outcome})
+
+
+def record_call(method: str, status: int | None, elapsed_ms: float, error: AppError | None = None) -> None:
+    attributes: dict[str, Any] = {"http.request.method": method}
+    if status is not None:
+        attributes["http.response.status_code"] = status
+    call_duration.record(elapsed_ms, attributes)
+    if error is not None:
+        call_failures.add(1, {**attributes, "error.type": type(error).__name__})

@@ -1,0 +1,169 @@
+"""The real functions against the devstack: identity → token → APIM policy → backend → App Insights.
+
+Invoked as the host would (HttpRequest, TimerRequest, a context with a trace
+parent), configured only through app settings and IDENTITY_ENDPOINT/IDENTITY_HEADER.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from azure.functions.timer import TimerRequest
+
+from shared import runtime, telemetry
+from tests.app.conftest import FUNCTIONS, http_request, invocation_context
+
+proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["health"], FUNCTIONS["scheduled_api_call"]
+ORDER = json.dumps({"item": "widget", "quantity": 2}).encode()
+JSON = {"Content-Type": "application/json"}
+
+
+def body(response) -> dict:
+    return json.loads(response.get_body())
+
+
+async def test_reader_get_succeeds(use_stack, control):
+    await use_stack("reader")
+    response = await proxy(http_request("GET", "status"), invocation_context())
+    assert response.status_code == 200, response.get_body()
+    assert response.mimetype == "application/json" or "json" in response.headers.get("Content-Type", "")
+    assert control.stats()["identity"]["token_requests"] == 1
+
+
+async def test_writer_post_succeeds_once(use_stack, control, endpoints):
+    await use_stack("reader")  # reads as reader, writes as writer
+    response = await proxy(http_request("POST", "orders", body=ORDER, headers=JSON), invocation_context())
+    assert response.status_code == 201, response.get_body()
+    assert body(response)["item"] == "widget"
+    posts = [r for r in control.backend_requests() if r["method"] == "POST"]
+    assert len(posts) == 1
+    assert posts[0]["caller_client_id"] == endpoints["identities"]["writer"]["client_id"]
+
+
+async def test_query_reaches_the_backend_without_the_function_key(use_stack, control):
+    await use_stack("reader")
+    response = await proxy(http_request("GET", "orders", query="code=function-key&top=1"), invocation_context())
+    assert response.status_code == 200
+    seen = control.backend_requests()[-1]
+    assert "function-key" not in json.dumps(seen)
+
+
+async def test_reader_only_identity_posting_gets_the_role_hint(use_stack):
+    await use_stack("reader", MANAGED_IDENTITY_WRITE_CLIENT_ID=None)
+    response = await proxy(http_request("POST", "orders", body=ORDER, headers=JSON), invocation_context())
+    assert response.status_code == 403
+    error = body(response)["error"]
+    assert error["code"] == "access_denied"
+    assert "Orders.Read" in error["hint"] and "MANAGED_IDENTITY_WRITE_CLIENT_ID" in error["hint"]
+
+
+async def test_unassigned_identity_gets_the_no_role_hint(use_stack, endpoints):
+    await use_stack("unassigned")
+    response = await proxy(http_request("GET", "status"), invocation_context())
+    assert response.status_code == 403
+    hint = body(response)["error"]["hint"]
+    assert endpoints["identities"]["unassigned"]["client_id"] in hint
+    assert "has no app role" in hint
+
+
+async def test_wrong_key_gets_the_key_hint(use_stack):
+    await use_stack("reader", APIM_SUBSCRIPTION_KEY="0" * 32)
+    response = await proxy(http_request("GET", "status"), invocation_context())
+    assert response.status_code == 401
+    assert "not a valid key" in body(response)["error"]["hint"]
+
+
+async def test_missing_key_gets_the_key_hint(use_stack):
+    await use_stack("reader", APIM_SUBSCRIPTION_KEY=None)
+    response = await proxy(http_request("GET", "status"), invocation_context())
+    assert response.status_code == 401
+    assert "set APIM_SUBSCRIPTION_KEY" in body(response)["error"]["hint"]
+
+
+async def test_wrong_audience_fails_at_the_identity_endpoint_with_a_hint(use_stack):
+    await use_stack("reader", API_APP_ID_URI="api://no-such-api")
+    response = await proxy(http_request("GET", "status"), invocation_context())
+    assert response.status_code == 502
+    assert "API_APP_ID_URI" in body(response)["error"]["hint"]
+
+
+async def test_health_probe_shows_claims_not_the_token(use_stack, endpoints):
+    await use_stack("reader")
+    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("health"))
+    assert response.status_code == 200
+    report = body(response)
+    claims = report["token"]
+    assert claims["roles"] == ["Orders.Read"]
+    assert claims.get("azp", claims.get("appid")) == endpoints["identities"]["reader"]["client_id"]
+    assert claims["tid"] == endpoints["tenant_id"]
+    token = (await runtime.get_runtime().token_source().get()).token
+    assert token not in response.get_body().decode()
+
+
+async def test_timer_calls_the_api_and_logs_a_summary(use_stack, control, caplog):
+    await use_stack("reader")
+    with caplog.at_level(logging.INFO, logger="shared"):
+        await timer(TimerRequest(past_due=True), invocation_context("scheduled_api_call"))
+    assert any("past due" in r.message for r in caplog.records)
+    assert any("Scheduled call GET /status answered 200" in r.getMessage() for r in caplog.records)
+    assert control.stats()["backend"]["by_method"]["GET"] == 1
+
+
+async def test_timer_failure_fails_the_invocation_with_the_hint(use_stack):
+    await use_stack("unassigned")
+    with pytest.raises(Exception, match="has no app role"):
+        await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
+
+
+async def test_many_concurrent_invocations_share_one_token(use_stack, control):
+    import asyncio
+
+    await use_stack("reader")
+    responses = await asyncio.gather(*(proxy(http_request("GET", "status"), invocation_context())
+                                       for _ in range(200)))
+    assert {r.status_code for r in responses} == {200}
+    assert control.stats()["identity"]["token_requests"] == 1
+
+
+async def test_telemetry_arrives_correlated_with_the_invocation(use_stack, control, endpoints):
+    await use_stack("reader")
+    context = invocation_context()
+    response = await proxy(http_request("GET", "orders"), context)
+    assert response.status_code == 200
+    telemetry.flush()
+    envelopes = [e for e in control.telemetry() if e.get("tags", {}).get("ai.operation.id") == context.trace_id]
+    names = {e["data"]["baseData"].get("name") for e in envelopes}
+    assert "apim.token.acquire" in names
+    dependencies = [e["data"]["baseData"] for e in envelopes if e["data"]["baseType"] == "RemoteDependencyData"]
+    http_calls = [d for d in dependencies if d.get("type") == "HTTP" and "/orders/orders" in d.get("data", "")]
+    assert http_calls, dependencies
+    assert http_calls[0]["resultCode"] == "200"
+    assert http_calls[0]["target"].startswith("127.0.0.1")
+    metrics = {m["name"] for e in control.telemetry() if e["data"]["baseType"] == "MetricData"
+               for m in e["data"]["baseData"]["metrics"]}
+    assert {"apim.token.acquisitions", "apim.token.duration", "apim.call.duration"} <= metrics
+
+
+async def test_no_secret_reaches_logs_responses_or_telemetry(use_stack, control, endpoints, caplog):
+    settings = await use_stack("reader")
+    caplog.set_level(logging.DEBUG)
+    responses = [
+        await proxy(http_request("GET", "orders/1"), invocation_context()),
+        await proxy(http_request("POST", "orders", body=ORDER, headers=JSON), invocation_context()),
+        await proxy(http_request("POST", "orders", body=b"nope", headers={"Content-Type": "text/plain"}),
+                    invocation_context()),
+        await health(http_request("GET", "health", query="probe=token"), invocation_context("health")),
+    ]
+    tokens = {(await source.get()).token for source in runtime.get_runtime().token_sources.values()}
+    await use_stack("unassigned")
+    responses.append(await proxy(http_request("GET", "status"), invocation_context()))
+    tokens |= {(await source.get()).token for source in runtime.get_runtime().token_sources.values()}
+    telemetry.flush()
+    secrets = tokens | {settings["APIM_SUBSCRIPTION_KEY"], settings["IDENTITY_HEADER"]}
+    captured = "\n".join(r.getMessage() for r in caplog.records)
+    captured += "\n".join(r.get_body().decode() + json.dumps(dict(r.headers)) for r in responses)
+    captured += json.dumps(control.telemetry())
+    for secret in secrets:
+        assert secret and secret not in captured

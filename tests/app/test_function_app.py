@@ -1,0 +1,107 @@
+"""The function app as the host indexes it, and what it does with bad settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+from azure.functions.timer import TimerRequest
+
+import function_app
+from shared import runtime
+from tests.app.conftest import INDEXED as FUNCTIONS
+
+
+def bindings(name: str) -> list[dict]:
+    return json.loads(FUNCTIONS[name].get_function_json())["bindings"]
+
+
+def test_the_three_functions_are_indexed():
+    assert set(FUNCTIONS) == {"apim_proxy", "health", "scheduled_api_call"}
+
+
+def test_proxy_route_methods_and_auth_level():
+    trigger = bindings("apim_proxy")[0]
+    assert trigger["type"] == "httpTrigger"
+    assert trigger["route"] == "apim/{*path}"
+    assert sorted(trigger["methods"]) == ["DELETE", "GET", "PATCH", "POST", "PUT"]
+    assert trigger["authLevel"] == "FUNCTION"
+
+
+def test_health_route():
+    trigger = bindings("health")[0]
+    assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == ("health", ["GET"], "FUNCTION")
+
+
+def test_timer_uses_the_schedule_setting_and_a_retry_policy():
+    trigger = bindings("scheduled_api_call")[0]
+    assert trigger["type"] == "timerTrigger"
+    assert trigger["schedule"] == "%TIMER_SCHEDULE%"
+    assert trigger.get("runOnStartup") is False
+    retry = FUNCTIONS["scheduled_api_call"].get_settings_dict("retry_policy")
+    assert retry and retry["strategy"] == "exponential_backoff" and retry["max_retry_count"] == "3"
+
+
+def test_functions_are_async():
+    import inspect
+
+    for function in FUNCTIONS.values():
+        assert inspect.iscoroutinefunction(function.get_user_function())
+
+
+def test_import_touches_no_network_and_reads_no_setting():
+    # A fresh interpreter with sockets disabled and no settings at all must still import the app.
+    code = textwrap.dedent("""
+        import socket
+        def refuse(*a, **k):
+            raise AssertionError("network touched at import")
+        socket.socket.connect = refuse
+        socket.create_connection = refuse
+        socket.getaddrinfo = refuse
+        import function_app
+        print(len(function_app.app.get_functions()))
+    """)
+    env = {"PATH": "/usr/bin:/bin", "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+                            cwd=str(Path(function_app.__file__).parent))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "3"
+
+
+@pytest.fixture
+async def no_settings(monkeypatch):
+    for name in ("APIM_BASE_URL", "API_APP_ID_URI", "APIM_SUBSCRIPTION_KEY", "MANAGED_IDENTITY_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    await runtime.reset_runtime()
+    yield
+    await runtime.reset_runtime()
+
+
+def http(method: str, url: str, route_params: dict | None = None, body: bytes = b"",
+         headers: dict | None = None) -> func.HttpRequest:
+    return func.HttpRequest(method=method, url=url, route_params=route_params or {}, body=body,
+                            headers=headers or {})
+
+
+async def test_bad_settings_are_reported_by_health_and_by_calls(no_settings):
+    response = await FUNCTIONS["health"].get_user_function()(http("GET", "http://localhost/api/health"), None)
+    assert response.status_code == 503
+    report = json.loads(response.get_body())
+    assert report["status"] == "misconfigured"
+    assert any("APIM_BASE_URL is not set" in p for p in report["error"]["problems"])
+
+    proxy = FUNCTIONS["apim_proxy"].get_user_function()
+    response = await proxy(http("GET", "http://localhost/api/apim/status", {"path": "status"}), None)
+    assert response.status_code == 500
+    assert "API_APP_ID_URI is not set" in json.loads(response.get_body())["error"]["message"]
+
+
+async def test_timer_fails_the_invocation_with_the_setting_named(no_settings):
+    timer = FUNCTIONS["scheduled_api_call"].get_user_function()
+    with pytest.raises(Exception, match="APIM_BASE_URL is not set"):
+        await timer(TimerRequest(past_due=False), None)

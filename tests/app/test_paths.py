@@ -1,0 +1,43 @@
+"""Path and query safety: the URL can never leave APIM_BASE_URL, and the function key never leaves."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import RequestError
+from shared.paths import build_url
+
+BASE = "https://contoso.azure-api.net/orders"
+
+
+@pytest.mark.parametrize(("path", "query", "expected"), [
+    ("status", "", f"{BASE}/status"),
+    ("orders/42", "", f"{BASE}/orders/42"),
+    ("/orders/42/", "", f"{BASE}/orders/42"),
+    ("orders", "top=5&skip=10", f"{BASE}/orders?top=5&skip=10"),
+    ("orders", "code=function-key&top=5", f"{BASE}/orders?top=5"),
+    ("orders/a b", "", f"{BASE}/orders/a%20b"),
+    ("orders/x?y", "", f"{BASE}/orders/x%3Fy"),
+    ("orders/x#y", "", f"{BASE}/orders/x%23y"),
+    ("orders", "q=a%20b&q=c", f"{BASE}/orders?q=a+b&q=c"),
+])
+def test_good_paths(path, query, expected):
+    assert build_url(BASE, path, query) == expected
+
+
+@pytest.mark.parametrize("path", [
+    "..", "../admin", "orders/../../admin", "./status", "orders/./x",
+    "%2e%2e/admin", "orders%2f..%2fadmin", "orders/%252e%252e",
+    "//evil.example/x", "https://evil.example/x", "http:evil.example", "orders//x",
+    "orders\\..\\admin", "\\\\evil.example\\x",
+    "orders\r\nX-Injected: 1", "orders\x00", "",  "/", "a" * 3000,
+])
+def test_bad_paths_are_refused(path):
+    with pytest.raises(RequestError):
+        build_url(BASE, path)
+
+
+@pytest.mark.parametrize("query", ["a=%0d%0aX-Injected:%201", "a=1\r\nb", "subscription-key=abc"])
+def test_bad_queries_are_refused(query):
+    with pytest.raises(RequestError):
+        build_url(BASE, "orders", query)

@@ -1,0 +1,83 @@
+// The Orders API's Entra ID app registration and service principal, through the Microsoft Graph
+// Bicep extension (see ../bicepconfig.json). This replaces the portal clicks of the walkthroughs:
+// app registration, App ID URI, app roles, "assignment required".
+// Graph objects live in the tenant, not in the resource group: `azd down` does not delete them
+// (the predown hook in azure.yaml does).
+
+targetScope = 'subscription'
+
+extension microsoftGraphV1
+
+@description('Unique name of the app registration in the tenant (idempotency key for redeployments).')
+param uniqueName string
+
+@description('Display name of the app registration.')
+param displayName string
+
+@description('Application ID URI, e.g. api://orders-api-abc123. Tokens are requested for <uri>/.default.')
+param identifierUri string
+
+@description('Value of the app role for reads (GET), e.g. Orders.Read.')
+param readRole string
+
+@description('Value of the app role for writes (every other method), e.g. Orders.Write.')
+param writeRole string
+
+// Stable role IDs: the same tenant, app and role value always give the same GUID, so a redeployment
+// updates the role instead of creating a new one (which would orphan existing assignments).
+var readRoleId = guid(tenant().tenantId, uniqueName, readRole)
+var writeRoleId = guid(tenant().tenantId, uniqueName, writeRole)
+
+resource apiApp 'Microsoft.Graph/applications@v1.0' = {
+  uniqueName: uniqueName
+  displayName: displayName
+  // Single tenant: only identities of this tenant get tokens for the API.
+  signInAudience: 'AzureADMyOrg'
+  identifierUris: [
+    identifierUri
+  ]
+  api: {
+    // v2 access tokens: aud is the API's client ID and iss ends in /v2.0. The APIM policy and the
+    // devstack (devstack/config.json accepted_token_version) expect exactly this.
+    requestedAccessTokenVersion: 2
+  }
+  appRoles: [
+    {
+      id: readRoleId
+      value: readRole
+      displayName: readRole
+      description: 'Read orders and the API status (GET).'
+      allowedMemberTypes: [
+        'Application'
+      ]
+      isEnabled: true
+    }
+    {
+      id: writeRoleId
+      value: writeRole
+      displayName: writeRole
+      description: 'Create orders (POST and other non-GET methods).'
+      allowedMemberTypes: [
+        'Application'
+      ]
+      isEnabled: true
+    }
+  ]
+  // Keep the API out of users' My Apps portal: it is called by workloads only.
+  tags: [
+    'HideApp'
+  ]
+}
+
+resource apiServicePrincipal 'Microsoft.Graph/servicePrincipals@v1.0' = {
+  appId: apiApp.appId
+  // Without an assigned app role Entra refuses to issue a token for this API at all
+  // (AADSTS501051), so an unassigned identity fails early, not just at the APIM policy.
+  appRoleAssignmentRequired: true
+}
+
+output appId string = apiApp.appId
+output identifierUri string = identifierUri
+output servicePrincipalId string = apiServicePrincipal.id
+output readRoleId string = readRoleId
+output writeRoleId string = writeRoleId

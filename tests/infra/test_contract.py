@@ -1,0 +1,176 @@
+"""What infra/ deploys matches the contracts the app and the devstack rely on.
+
+DESIGN.md §3 app settings; the API definition and policy files in infra/apim/ (the very files the
+devstack enforces); the named values those policies use; the app role names and token version the
+devstack issues tokens with.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.infra import bicep
+
+APIM_DIR = bicep.INFRA / "apim"
+DESIGN = bicep.ROOT.parent / "shared" / "DESIGN.md"
+
+# DESIGN.md §3, the app settings contract (re-read from DESIGN.md below when it is there).
+DESIGN_SETTINGS = {
+    "APIM_BASE_URL", "APIM_SUBSCRIPTION_KEY", "API_APP_ID_URI", "MANAGED_IDENTITY_CLIENT_ID",
+    "MANAGED_IDENTITY_WRITE_CLIENT_ID", "AZURE_TENANT_ID", "TIMER_SCHEDULE", "TIMER_API_PATH",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+}
+NAMED_VALUES = {"tenant-id", "api-app-id-uri", "api-client-id", "openid-config-url", "reader-role", "writer-role"}
+
+
+def _design_settings() -> set[str]:
+    text = DESIGN.read_text()
+    section = text.split("## 3.", 1)[1].split("\n## ", 1)[0]
+    return {name for row in section.splitlines() if row.startswith("| `")
+            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
+
+
+def _devstack_config() -> dict[str, Any]:
+    return json.loads((bicep.ROOT / "devstack" / "config.json").read_text())
+
+
+# ---- app settings -------------------------------------------------------------------------------
+
+
+def test_design_section_3_is_what_these_tests_expect() -> None:
+    if not DESIGN.exists():
+        pytest.skip(f"{DESIGN} not found (it sits beside the repository in CI)")
+    assert _design_settings() == DESIGN_SETTINGS
+
+
+def test_every_design_setting_is_set_on_the_function_app(app_settings: dict[str, Any]) -> None:
+    assert DESIGN_SETTINGS <= set(app_settings)
+
+
+def test_settings_values(app_settings: dict[str, Any]) -> None:
+    assert app_settings["APIM_BASE_URL"] == "apimBaseUrl"
+    assert app_settings["API_APP_ID_URI"] == "apiAppIdUri"
+    assert app_settings["MANAGED_IDENTITY_CLIENT_ID"] == "readerClientId"
+    assert "writerClientId" in str(app_settings["MANAGED_IDENTITY_WRITE_CLIENT_ID"])
+    assert app_settings["TIMER_SCHEDULE"] == "timerSchedule"
+    assert app_settings["TIMER_API_PATH"] == "timerApiPath"
+    assert app_settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == (
+        "ClientId=${hostIdentity.properties.clientId};Authorization=AAD")
+    # Exactly one of worker and app configures telemetry: the setting is always an explicit choice.
+    telemetry = app_settings["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"]["operator"]["operands"]
+    assert (telemetry["true_value"], telemetry["false_value"]) == ("true", "false")
+
+
+def test_settings_flow_from_main_with_the_right_values(main: dict[str, Any]) -> None:
+    params = main["modules"]["functionApp"]["config"]["params"]
+    assert bicep.variable(main, "timerApiPath") == "/status"
+    assert params["timerApiPath"] == "timerApiPath"
+    assert bicep.accessor(params["apiAppIdUri"]) == ["entraApi", "outputs", "identifierUri"]
+    assert bicep.accessor(params["apimBaseUrl"]) == ["apim", "outputs", "apiBaseUrl"]
+    assert bicep.accessor(params["subscriptionKeyItemUri"]) == ["keyVault", "outputs", "itemUri"]
+    assert main["parameters"]["timerSchedule"]["default"] == "0 */5 * * * *"
+
+
+def test_apim_base_url_is_gateway_plus_api_path(templates: dict[str, Any]) -> None:
+    outputs = templates["modules/apim.bicep"]["outputs"]
+    assert outputs["apiBaseUrl"]["value"] == "${apim.properties.gatewayUrl}/${api.path}"
+
+
+def test_host_storage_is_identity_based(app_settings: dict[str, Any]) -> None:
+    assert app_settings["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert bicep.accessor(app_settings["AzureWebJobsStorage__clientId"]) == ["hostIdentity", "properties", "clientId"]
+    assert "AzureWebJobsStorage" not in app_settings  # no connection string
+    # Flex Consumption takes the runtime from functionAppConfig and rejects these.
+    for legacy in ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
+                   "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"):
+        assert legacy not in app_settings
+
+
+# ---- the API and its policies: the files the devstack runs ------------------------------------
+
+
+def test_devstack_reads_policies_from_infra_apim() -> None:
+    assert _devstack_config()["apim"]["policy_dir"] == "infra/apim"
+
+
+def test_every_inlined_file_exists(templates: dict[str, Any]) -> None:
+    for path, file in bicep.load_paths(templates).items():
+        assert path.is_file(), f"{file} loads {path}, which does not exist"
+
+
+def test_infra_deploys_exactly_the_policy_files_the_devstack_reads(templates: dict[str, Any]) -> None:
+    loaded = {path for path in bicep.load_paths(templates) if path.parent == APIM_DIR.resolve()}
+    on_disk = {path.resolve() for path in APIM_DIR.iterdir() if path.suffix in (".xml", ".json")}
+    assert loaded == on_disk, "every infra/apim file must be deployed, and nothing else from there"
+    for name in ("api.json", "api-policy.xml", "operation-read-policy.xml", "operation-write-policy.xml"):
+        assert (APIM_DIR / name).resolve() in loaded, name
+
+
+def _api() -> dict[str, Any]:
+    return json.loads((APIM_DIR / "api.json").read_text())
+
+
+def test_api_definition_contract() -> None:
+    api = _api()
+    assert (api["name"], api["path"], api["subscriptionRequired"]) == ("orders-api", "orders", True)
+    routes = {(op["method"], op["urlTemplate"]): op["policy"] for op in api["operations"]}
+    assert routes == {("GET", "/status"): "read", ("GET", "/orders"): "read",
+                      ("GET", "/orders/{id}"): "read", ("POST", "/orders"): "write"}
+    for op in api["operations"]:
+        for name in re.findall(r"\{(\w+)\}", op["urlTemplate"]):
+            assert name in {p["name"] for p in op.get("templateParameters", [])}, op["name"]
+
+
+def test_operation_policy_map_covers_every_operation(templates: dict[str, Any]) -> None:
+    policies = bicep.variable(templates["modules/apim.bicep"], "operationPolicies")
+    assert {op["policy"] for op in _api()["operations"]} <= set(policies)
+    assert policies["read"]["function"]["parameters"]["file_path"] == "../apim/operation-read-policy.xml"
+    assert policies["write"]["function"]["parameters"]["file_path"] == "../apim/operation-write-policy.xml"
+
+
+def test_named_values_are_the_contract_and_cover_the_policies(templates: dict[str, Any]) -> None:
+    # pycep keeps the quotes of quoted object keys ('tenant-id').
+    named = {key.strip("'"): value for key, value in
+             bicep.variable(templates["modules/apim.bicep"], "namedValues").items()}
+    assert set(named) == NAMED_VALUES
+    assert named["openid-config-url"] == (
+        "${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0/.well-known/openid-configuration")
+    assert (named["reader-role"], named["writer-role"]) == ("readRole", "writeRole")
+    used = {name for path in APIM_DIR.glob("*.xml") for name in re.findall(r"\{\{([\w.-]+)\}\}", path.read_text())}
+    assert used <= NAMED_VALUES, f"policies use named values infra does not create: {used - NAMED_VALUES}"
+
+
+def test_roles_and_token_version_match_the_devstack(main: dict[str, Any], templates: dict[str, Any]) -> None:
+    api = _devstack_config()["api"]
+    assert bicep.variable(main, "roles") == api["roles"]
+    _, app = bicep.one(templates, "Microsoft.Graph/applications")
+    assert app["api"]["requestedAccessTokenVersion"] == api["accepted_token_version"]
+
+
+# ---- the sample backend -------------------------------------------------------------------------
+
+
+def _sample_backend_policy() -> Path:
+    return bicep.INFRA / "sample-backend" / "policy.xml"
+
+
+def test_sample_backend_policy_is_well_formed_and_answers_every_operation() -> None:
+    root = ET.parse(_sample_backend_policy()).getroot()  # noqa: S314 - a file of this repository
+    assert root.tag == "policies"
+    conditions = " ".join(when.get("condition", "") for when in root.iter("when"))
+    for op in _api()["operations"]:
+        assert f'"{op["name"]}"' in conditions, f"sample backend has no answer for {op['name']}"
+
+
+def test_sample_backend_only_when_no_backend_url(templates: dict[str, Any]) -> None:
+    apim = templates["modules/apim.bicep"]
+    assert bicep.variable(apim, "useSampleBackend") == {
+        "function": {"type": "empty", "parameters": {"item_to_test": "backendServiceUrl"}}}
+    assert apim["modules"]["sampleBackend"]["config"]["condition"] == "useSampleBackend"
+    assert templates["main.bicep"]["parameters"]["backendServiceUrl"]["default"] == ""

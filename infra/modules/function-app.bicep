@@ -110,6 +110,9 @@ var appSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${hostIdentity.properties.clientId};Authorization=AAD'
   // Who configures Azure Monitor OpenTelemetry: the worker ('true') or the app itself. Never both.
   PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: pythonWorkerTelemetry ? 'true' : 'false'
+  // Export the app's own logs (logger "shared"), as shared/telemetry.py does when it configures
+  // export itself; the root logger would also ship every azure-core request log line.
+  PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME: 'shared'
 
   // The API and how to call it (DESIGN.md §3).
   APIM_BASE_URL: apimBaseUrl

@@ -125,6 +125,10 @@ def fault_middleware(service: str, board: FaultBoard, error_body: ErrorBody | No
         if fault is None:
             return await handler(request)
         if fault.delay_ms:
+            # Take the body first, as a slow server has it already: aiohttp drops an unread body
+            # when the client gives up, and the delayed request would then fail instead of landing late.
+            if request.can_read_body:
+                await request.read()
             await asyncio.sleep(fault.delay_ms / 1000)
         if fault.drop_connection:
             return await _drop(request)

@@ -4,11 +4,13 @@ Each identity gets its own azure-core pipeline (its token policy differs); all
 pipelines share one aiohttp session, so connections to the gateway are kept
 alive and reused across invocations.
 
-    HeadersPolicy        Ocp-Apim-Subscription-Key on every request
-    UserAgentPolicy      identifies the template in APIM's logs
+    HeadersPolicy        Ocp-Apim-Subscription-Key, and a User-Agent that names the template in APIM's logs
     WriteSafeRetryPolicy azure-core's retry (Retry-After, backoff), minus unsafe write retries
     BearerTokenPolicy    token from TokenSource; one fresh token and one resend after a 401
-    HttpLoggingPolicy    azure-core's request logging, which redacts headers and query values
+    HttpLoggingPolicy    azure-core's request logging, which redacts headers and query values; at DEBUG
+
+Every policy runs on every call, so each one earns its place (issue 5 measures
+the whole pipeline against a bare aiohttp request).
 """
 
 from __future__ import annotations
@@ -20,15 +22,8 @@ from typing import Any
 
 import aiohttp
 from azure.core.pipeline import AsyncPipeline, PipelineRequest, PipelineResponse
-from azure.core.pipeline.policies import (
-    AsyncHTTPPolicy,
-    AsyncRetryPolicy,
-    HeadersPolicy,
-    HttpLoggingPolicy,
-    UserAgentPolicy,
-)
-from azure.core.pipeline.transport import AioHttpTransport
-from azure.core.rest import HttpRequest
+from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy, HeadersPolicy, HttpLoggingPolicy
+from azure.core.pipeline.transport import AioHttpTransport, HttpRequest
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
 from shared import hints, telemetry
@@ -49,6 +44,13 @@ logger = logging.getLogger(__name__)
 
 USER_AGENT = "functions-apim-managed-identity/0.1"
 SUBSCRIPTION_KEY_HEADER = "Ocp-Apim-Subscription-Key"
+# azure-core logs each request and response (headers redacted) at INFO by default. The
+# Functions worker sets the root logger to INFO and ships every record to the host, so that
+# would be several log lines per call in App Insights, and formatting them costs more CPU
+# than the rest of the pipeline; each call is already an HTTP dependency span. At DEBUG the
+# lines are there when wanted: PYTHON_ENABLE_DEBUG_LOGGING=1 (the worker's switch) or
+# logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.DEBUG).
+HTTP_LOGGING_LEVEL = logging.DEBUG
 # Response headers worth passing back to the caller.
 PASSED_HEADERS = ("Location", "ETag", "Retry-After", "Cache-Control")
 
@@ -84,6 +86,8 @@ class WriteSafeRetryPolicy(AsyncRetryPolicy):
 
     def is_retry(self, settings: dict[str, Any], response: PipelineResponse) -> bool:
         status = response.http_response.status_code
+        if status < 400:
+            return False  # as azure-core decides too; the common case skips reading Retry-After headers
         retry_after = self.get_retry_after(response)
         if retry_after is not None and retry_after > self.max_retry_after:
             return False
@@ -132,16 +136,19 @@ class ApimClient:
         self._pipelines = {client_id: self._pipeline(source) for client_id, source in sources.items()}
 
     def _pipeline(self, source: TokenSource) -> AsyncPipeline:
-        headers = {SUBSCRIPTION_KEY_HEADER: self.settings.subscription_key} if self.settings.subscription_key else {}
+        # Both headers are the same on every call: one HeadersPolicy sets them (a UserAgentPolicy
+        # would only add a per-call step that re-reads AZURE_HTTP_USER_AGENT from the environment).
+        headers = {"User-Agent": USER_AGENT}
+        if self.settings.subscription_key:
+            headers[SUBSCRIPTION_KEY_HEADER] = self.settings.subscription_key
         transport = AioHttpTransport(session=self.session, session_owner=False,
                                      connection_timeout=self.timeouts.connect, read_timeout=self.timeouts.read)
         policies = [
             HeadersPolicy(base_headers=headers),
-            UserAgentPolicy(base_user_agent=USER_AGENT),
             WriteSafeRetryPolicy(retry_total=3, retry_backoff_factor=0.5, retry_backoff_max=8,
                                  timeout=self.timeouts.total, max_retry_after=self.timeouts.max_retry_after),
             BearerTokenPolicy(source),
-            HttpLoggingPolicy(),
+            HttpLoggingPolicy(http_logging_level=HTTP_LOGGING_LEVEL),
         ]
         return AsyncPipeline(transport=transport, policies=policies)  # type: ignore[arg-type]
 
@@ -168,14 +175,17 @@ class ApimClient:
     async def _send(self, method: str, url: str, body: bytes | None,
                     content_type: str | None) -> tuple[ApimResponse, dict[str, Any]]:
         headers = {"Content-Type": content_type} if content_type and body is not None else {}
-        request = HttpRequest(method.upper(), url, headers=headers, content=body)
+        # azure-core's transport-level HttpRequest, not azure.core.rest's: with it the pipeline hands
+        # back the transport's own response, where azure.core.rest wraps it in a compatibility layer
+        # that costs more per call than the rest of the pipeline together (benchmarks/, issue 5).
+        # Both are supported azure-core API; the policies, retries and timeouts work the same.
+        request = HttpRequest(method.upper(), url, headers=headers, data=body)
         pipeline = self._pipelines[self.settings.client_id_for(method)]
-        result = await pipeline.run(request)
+        result = await pipeline.run(request)  # not streamed: the body is read before run() returns
         http_response = result.http_response
-        await http_response.read()
         response = ApimResponse(
             status=http_response.status_code,
-            body=http_response.content,
+            body=http_response.body(),
             content_type=http_response.headers.get("Content-Type"),
             headers={name: http_response.headers[name] for name in PASSED_HEADERS if name in http_response.headers},
         )

@@ -22,6 +22,13 @@ from azure.identity.aio import (
 # probed by azure-identity itself); WEBSITE_INSTANCE_ID marks any App Service host.
 _AZURE_HOST_MARKERS = ("IDENTITY_ENDPOINT", "MSI_ENDPOINT", "WEBSITE_INSTANCE_ID", "AZURE_POD_IDENTITY_AUTHORITY_HOST")
 
+# azure-identity waits up to 300 s for each answer from the identity endpoint, and tries
+# up to four times: a hung endpoint would hold every invocation past Functions' 230 s
+# HTTP limit. A healthy endpoint answers in well under a second, so bound each attempt
+# (IMDS's own connect timeout is 2 s too). Read at call time, so tests can shorten them.
+IDENTITY_CONNECTION_TIMEOUT = 2.0
+IDENTITY_READ_TIMEOUT = 10.0
+
 
 def running_on_azure(environ: Mapping[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
@@ -31,10 +38,11 @@ def running_on_azure(environ: Mapping[str, str] | None = None) -> bool:
 def create_credential(client_id: str | None, tenant_id: str | None = None,
                       environ: Mapping[str, str] | None = None) -> AsyncTokenCredential:
     """A user-assigned identity by client ID; else system-assigned in Azure; else the developer's login."""
+    timeouts = {"connection_timeout": IDENTITY_CONNECTION_TIMEOUT, "read_timeout": IDENTITY_READ_TIMEOUT}
     if client_id:
-        return ManagedIdentityCredential(client_id=client_id)
+        return ManagedIdentityCredential(client_id=client_id, **timeouts)
     if running_on_azure(environ):
-        return ManagedIdentityCredential()
+        return ManagedIdentityCredential(**timeouts)
     return ChainedTokenCredential(
         AzureCliCredential(tenant_id=tenant_id),
         AzureDeveloperCliCredential(tenant_id=tenant_id),

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 from azure.core.exceptions import (
     ClientAuthenticationError,
+    IncompleteReadError,
     ServiceRequestError,
     ServiceRequestTimeoutError,
     ServiceResponseError,
@@ -141,18 +142,53 @@ def map_exception(exc: BaseException, *, target: str = "APIM") -> AppError:
             "and use its settings, or unset MANAGED_IDENTITY_CLIENT_ID to use your `az login`.",
         )
     if isinstance(exc, ClientAuthenticationError):
-        return TokenError(
-            "The identity endpoint refused to issue a token.",
-            hint=_identity_refusal_hint(exc),
-        )
+        return _identity_failure(exc)
     if isinstance(exc, ServiceRequestTimeoutError | ServiceResponseTimeoutError | asyncio.TimeoutError):
         return UpstreamTimeout(f"{target} did not answer in time.")
     if isinstance(exc, ServiceRequestError):
         return UpstreamUnavailable(f"Could not connect to {target}.",
                                    hint="Check APIM_BASE_URL and that the gateway is reachable.")
-    if isinstance(exc, ServiceResponseError | aiohttp.ClientError):
+    # azure-core raises IncompleteReadError (not a ServiceResponseError) when the connection
+    # drops while the body is read: the same failure for the caller.
+    if isinstance(exc, ServiceResponseError | IncompleteReadError | aiohttp.ClientError):
         return UpstreamUnavailable(f"The connection to {target} failed before a complete answer.")
     return AppError("Unexpected error while calling the API.")
+
+
+IDENTITY_ENDPOINT = "the managed-identity endpoint"
+_IDENTITY_UNREACHABLE_HINT = (
+    "In Azure the platform runs this endpoint (IDENTITY_ENDPOINT, or IMDS on a VM) and such failures are "
+    "usually brief: retry. On a laptop, check that `python -m devstack up` is running and that "
+    "IDENTITY_ENDPOINT is its current value.")
+
+
+def map_token_exception(exc: BaseException) -> AppError:
+    """Like `map_exception`, for a failure to get a token: always a TokenError.
+
+    Connection failures and timeouts of the identity endpoint must not read as
+    APIM's ("Could not connect to APIM" would send the reader to the wrong place).
+    """
+    error = map_exception(exc, target=IDENTITY_ENDPOINT)
+    if isinstance(error, TokenError):
+        return error
+    if isinstance(error, UpstreamUnavailable):  # includes UpstreamTimeout
+        return TokenError(error.message, hint=_IDENTITY_UNREACHABLE_HINT, status=error.status)
+    if type(error) is AppError:
+        return TokenError("Unexpected error while getting an access token.")
+    return error
+
+
+def _identity_failure(exc: ClientAuthenticationError) -> TokenError:
+    # azure-identity raises this one type for a refusal, a failing endpoint and an unreadable
+    # answer; the HTTP status it carries (when there was a response) tells them apart.
+    status = exc.status_code if exc.response is not None else None
+    if status is not None and status < 400:
+        return TokenError("The identity endpoint's answer was not a token response (malformed JSON or no "
+                          "access_token).", hint="In Azure this is transient: retry.")
+    if status is not None and status >= 500:
+        return TokenError(f"The identity endpoint failed with HTTP {status}, also after azure-identity's retries.",
+                          hint="In Azure this is usually transient: retry.")
+    return TokenError("The identity endpoint refused to issue a token.", hint=_identity_refusal_hint(exc))
 
 
 def _identity_refusal_hint(exc: ClientAuthenticationError) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
+_HEADER_TEXT = re.compile(r"[\t\x20-\x7e]*")  # a media type is ASCII by its grammar (RFC 9110)
 
 
 async def forward(req: func.HttpRequest, context: func.Context | None = None) -> func.HttpResponse:
@@ -31,8 +33,10 @@ async def forward(req: func.HttpRequest, context: func.Context | None = None) ->
                 body=body, content_type=content_type)
         except Exception as exc:
             return _error_response(exc, f"{req.method} /api/apim")
+        content_type = response.content_type or "application/octet-stream"
         return func.HttpResponse(body=response.body, status_code=response.status,
-                                 headers={**response.headers, **_content_type(response.content_type)})
+                                 headers={**response.headers, "Content-Type": content_type},
+                                 mimetype=content_type.split(";")[0].strip())
 
 
 async def health(req: func.HttpRequest, context: func.Context | None = None) -> func.HttpResponse:
@@ -77,12 +81,17 @@ def _request_body(req: func.HttpRequest) -> tuple[bytes | None, str | None]:
     if len(body) > MAX_BODY_BYTES:
         raise BodyTooLarge(f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
     content_type = req.headers.get("Content-Type")
+    if content_type and not _HEADER_TEXT.fullmatch(content_type):
+        # It is sent on to APIM as a header: CR/LF could split it (header injection).
+        raise RequestError("The Content-Type header contains control or non-ASCII characters.")
     if content_type and content_type.split(";")[0].strip().lower() == JSON:
         try:
             json.loads(body)
         except ValueError as exc:
             raise RequestError(f"The request body is not valid JSON ({type(exc).__name__} at byte "
                                f"{getattr(exc, 'pos', '?')}).") from None
+        except RecursionError:  # json.loads gives up on deep nesting ("[[[[…") this way, not with ValueError
+            raise RequestError("The request body is JSON nested too deeply to check.") from None
     return body, content_type
 
 
@@ -98,7 +107,3 @@ def _error_response(exc: BaseException, what: str) -> func.HttpResponse:
 
 def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body), status_code=status, headers=headers, mimetype=JSON)
-
-
-def _content_type(value: str | None) -> dict[str, str]:
-    return {"Content-Type": value} if value else {}

@@ -47,7 +47,8 @@ def _safe_segments(path: str) -> list[str]:
     for segment in segments:
         if segment == "":
             raise RequestError("The path contains an empty segment ('//'), which could name another host.")
-        if segment in (".", ".."):
+        # "..;x" too: servlet containers drop ";params" before resolving dot segments.
+        if segment.split(";", 1)[0] in (".", ".."):
             raise RequestError("The path contains '.' or '..' segments.")
     if ":" in segments[0]:
         raise RequestError("The path looks like an absolute URL; give a path under APIM_BASE_URL instead.")
@@ -74,4 +75,6 @@ def forwarded_query(query: str) -> str:
             raise RequestError("The query string contains encoded control characters (such as %0d%0a).")
         if name.lower() == SUBSCRIPTION_KEY_PARAM:
             raise RequestError("Do not pass 'subscription-key': the function adds its own APIM subscription key.")
-    return urlencode([(n, v) for n, v in pairs if n != FUNCTION_KEY_PARAM])
+    # The host accepts the key as `code` in any case (ASP.NET query names are case-insensitive),
+    # so `?CODE=<key>` authenticates too and must not be passed on either.
+    return urlencode([(n, v) for n, v in pairs if n.lower() != FUNCTION_KEY_PARAM])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -60,6 +60,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Validate the app settings, raising ConfigurationError that lists every problem."""
     env = os.environ if environ is None else environ
     problems: list[str] = []
+    unresolved: set[str] = set()
 
     def read(name: str) -> str | None:
         value = (env.get(name) or "").strip()
@@ -71,11 +72,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 "the Function App could not read the secret. Grant the identity in keyVaultReferenceIdentity "
                 "the 'Key Vault Secrets User' role and check the secret URI."
             )
+            unresolved.add(name)
             return None
         return value
 
-    base_url = _check_base_url(read("APIM_BASE_URL"), problems)
-    app_id_uri = _check_app_id_uri(read("API_APP_ID_URI"), problems)
+    def required(name: str, check: Callable[[str | None, list[str]], str | None]) -> str | None:
+        value = read(name)
+        if name in unresolved:
+            return None  # reported as an unresolved reference: "not set" would send the reader elsewhere
+        return check(value, problems)
+
+    base_url = required("APIM_BASE_URL", _check_base_url)
+    app_id_uri = required("API_APP_ID_URI", _check_app_id_uri)
     key = read("APIM_SUBSCRIPTION_KEY")
     if key and not re.fullmatch(r"[\x21-\x7e]+", key):
         problems.append("APIM_SUBSCRIPTION_KEY contains spaces or non-printable characters: paste the key alone.")

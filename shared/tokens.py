@@ -3,7 +3,8 @@
 azure-identity caches tokens, but concurrent cold calls each go to the identity
 endpoint; a burst of invocations on a new instance would send one token request
 per invocation. `TokenSource` lets exactly one fetch run at a time and shares its
-result, and serves the current token while a refresh is in flight.
+result (a token, or the error it ended in), and serves the current token while a
+refresh is in flight.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import ManagedIdentityCredential
 
 from shared import telemetry
-from shared.errors import map_exception
+from shared.errors import AppError, map_token_exception
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class TokenSource:
         self._token: AccessTokenInfo | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        self._fetches_ended = 0  # so a waiter for the lock can tell that a fetch ended meanwhile
+        self._failure: AppError | None = None  # how the last fetch failed, if it did
 
     async def get(self) -> AccessTokenInfo:
         """A token valid for at least MIN_REMAINING_SECONDS."""
@@ -67,18 +70,22 @@ class TokenSource:
             # Someone is already refreshing; the current token is still good.
             telemetry.record_token(self.client_id, self.scope, source="cache", token=token)
             return token
+        ended = self._fetches_ended
         async with self._lock:
             token = self._token
             if token and not self._needs_refresh(token):
                 telemetry.record_token(self.client_id, self.scope, source="cache", token=token)
                 return token
+            self._raise_if_failed_since(ended)
             return await self._fetch(fallback=token)
 
     async def renew(self, rejected: str) -> AccessTokenInfo:
         """A token other than `rejected` if one can be had (after APIM said 401)."""
+        ended = self._fetches_ended
         async with self._lock:
             if self._token and self._token.token != rejected:
                 return self._token  # another call already renewed it
+            self._raise_if_failed_since(ended)
             self._token = None
             return await self._fetch(fallback=None, bypass_cache=True)
 
@@ -90,17 +97,30 @@ class TokenSource:
             try:
                 token = await self.credential.get_token_info(self.scope, options=options or None)  # type: ignore[arg-type]
             except Exception as exc:
-                error = map_exception(exc)
+                error = map_token_exception(exc)
                 if fallback and self._usable(fallback):
                     logger.warning("Token refresh for identity %s failed (%s); using the current token.",
                                    self.client_id, error.message)
                     span.set_outcome("stale", fallback)
                     return fallback
                 span.set_failure(error)
+                self._failure = error
                 raise error from None
+            finally:
+                self._fetches_ended += 1
             span.set_outcome("success", token)
-        self._token, self._fetched_at = token, self._clock()
+        self._token, self._fetched_at, self._failure = token, self._clock(), None
         return token
+
+    def _raise_if_failed_since(self, ended: int) -> None:
+        """Share the failure of a fetch that ended while we waited for the lock.
+
+        Without this, every caller of a burst would retry in turn once the lock is free:
+        against a down or slow identity endpoint that is one full azure-identity retry
+        cycle per queued invocation, and the last one waits for all of them.
+        """
+        if self._fetches_ended != ended and self._failure is not None:
+            raise self._failure.with_traceback(None)
 
     def _needs_refresh(self, token: AccessTokenInfo) -> bool:
         now = self._clock()

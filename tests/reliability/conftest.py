@@ -1,0 +1,133 @@
+"""Fixtures and helpers for the reliability suite (issue 6).
+
+The real functions run against the devstack, invoked as the host would
+(`tests.app.conftest`). Retry waits are recorded instead of slept, and timeouts
+are shortened, so every fault is exercised in well under a second; assertions
+are on counts and behaviour only, never on durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import azure.functions as func
+import pytest
+from aiohttp import web
+from azure.core.pipeline.transport import AioHttpTransport
+from hypothesis import HealthCheck, settings
+
+from shared import credentials, runtime
+from shared.apim import ApimClient, Timeouts
+from tests.app.conftest import telemetry_to_devstack, use_stack  # noqa: F401 - fixtures, used by name
+
+# Deterministic property tests: the same examples on every run, nothing stored between runs.
+PROPERTIES = settings(derandomize=True, database=None, deadline=None, print_blob=True,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+# Per attempt, for the tests that make APIM or the identity endpoint slow (a fault's delay_ms exceeds these).
+SHORT_READ_TIMEOUT = 0.4
+SLOW_MS = 1000
+
+
+@pytest.fixture
+def backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits azure-core's retry policies ask for (Retry-After or backoff), recorded, not slept.
+
+    Both pipelines (the APIM client's and azure-identity's) sleep through their transport,
+    so this makes retries instant and lets tests assert what was honoured.
+    """
+    waits: list[float] = []
+
+    async def sleep(self: AioHttpTransport, duration: float) -> None:
+        waits.append(duration)
+
+    monkeypatch.setattr(AioHttpTransport, "sleep", sleep)
+    return waits
+
+
+@pytest.fixture
+def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> Timeouts:
+    """Per-attempt read timeouts of SHORT_READ_TIMEOUT for APIM and the identity endpoint."""
+    timeouts = Timeouts(connect=2.0, read=SHORT_READ_TIMEOUT, total=30.0)
+    monkeypatch.setattr(runtime, "ApimClient", functools.partial(ApimClient, timeouts=timeouts))
+    monkeypatch.setattr(credentials, "IDENTITY_READ_TIMEOUT", SHORT_READ_TIMEOUT)
+    return timeouts
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Listener:
+    """A tiny HTTP server on 127.0.0.1 that records every request (the second listener must see none).
+
+    With `redirect_to`, it answers every request with a 302 there (an upstream gone bad).
+    """
+
+    def __init__(self, redirect_to: str | None = None) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.port = 0
+        self.redirect_to = redirect_to
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def _record(self, request: web.Request) -> web.Response:
+        self.seen.append({"method": request.method, "path": request.path_qs,
+                          "authorization": request.headers.get("Authorization")})
+        if self.redirect_to:
+            raise web.HTTPFound(self.redirect_to)
+        return web.json_response({"stolen": True})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._record)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[Listener]:
+    server = Listener()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def error_of(response: func.HttpResponse, status: int, code: str | None = None) -> dict[str, Any]:
+    """The typed JSON error of a response, after checking its shape; never a stack trace."""
+    text = response.get_body().decode()
+    assert response.status_code == status, text
+    assert response.mimetype == "application/json", response.mimetype
+    assert "Traceback" not in text and 'File "' not in text, text
+    error = json.loads(text)["error"]
+    assert isinstance(error["message"], str) and error["message"], text
+    if code is not None:
+        assert error["code"] == code, text
+    return error
+
+
+async def eventually(condition: Callable[[], bool], what: str) -> None:
+    """Wait until `condition()` holds: for effects that land after the caller gave up (slow faults)."""
+    for _ in range(200):  # up to 10 s: the devstack's counters are polled, there is nothing to await
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")

@@ -1,0 +1,242 @@
+"""Secrets: a full run at DEBUG for every logger, with all telemetry captured.
+
+No access token (not even its signature), the subscription key or IDENTITY_HEADER
+may appear in a log line, a response, a telemetry envelope or an exception; and a
+token only ever travels over HTTPS or to loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from azure.core.credentials import AccessTokenInfo
+from azure.core.exceptions import ServiceRequestError
+from azure.core.pipeline import AsyncPipeline
+from azure.core.pipeline.transport import AsyncHttpTransport
+from azure.core.rest import HttpRequest
+from azure.functions.timer import TimerRequest
+
+from devstack import DevStack
+from shared import runtime, telemetry
+from shared.apim import BearerTokenPolicy
+from shared.errors import RequestError
+from shared.tokens import TokenSource
+from tests.app.conftest import FUNCTIONS, http_request, invocation_context
+from tests.reliability.conftest import closed_port
+
+proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["health"], FUNCTIONS["scheduled_api_call"]
+ORDER = json.dumps({"item": "widget", "quantity": 2}).encode()
+JSON = {"Content-Type": "application/json"}
+LOGGERS = ("", "azure", "azure.identity", "azure.core", "azure.monitor", "aiohttp", "aiohttp.client",
+           "aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.internal", "shared", "devstack", "msal",
+           "asyncio", "opentelemetry", "urllib3")
+
+
+class Capture(logging.Handler):
+    """Every record, formatted with its exception and stack, as any log sink would store it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+        self.names: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+        self.names.add(record.name)
+
+
+@pytest.fixture
+def debug_everything() -> Iterator[Capture]:
+    """DEBUG on every logger (the ones named, and any already created), all captured."""
+    capture = Capture()
+    manager = logging.Logger.manager
+    loggers = [logging.getLogger(name) for name in {*LOGGERS, *manager.loggerDict}]
+    saved = [(logger, logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
+        if not logger.propagate:
+            logger.addHandler(capture)
+    root = logging.getLogger()
+    root.addHandler(capture)
+    yield capture
+    root.removeHandler(capture)
+    for logger, level in saved:
+        logger.setLevel(level)
+        if capture in logger.handlers:
+            logger.removeHandler(capture)
+
+
+@pytest.fixture
+def issued_tokens(devstack: DevStack, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every token the identity stand-in signs, including those later replaced."""
+    tokens: list[str] = []
+    issuer = devstack.state.issuer
+    sign = issuer.sign
+
+    def recording_sign(claims: dict[str, Any]) -> str:
+        token = sign(claims)
+        tokens.append(token)
+        return token
+
+    monkeypatch.setattr(issuer, "sign", recording_sign)
+    return tokens
+
+
+FRAGMENT = 16  # characters of a secret that count as a leak (a truncated token is still a leak)
+
+
+def leaked_fragments(text: str, secrets: list[str]) -> list[str]:
+    """Secrets of which any FRAGMENT-long piece occurs in `text`, shortened for the report."""
+    windows = {secret[i:i + FRAGMENT]: secret for secret in secrets for i in range(len(secret) - FRAGMENT + 1)}
+    found = set()
+    for run in re.findall(rf"[A-Za-z0-9_\-]{{{FRAGMENT},}}", text):  # secrets are base64url or hex
+        pieces = (run[i:i + FRAGMENT] for i in range(len(run) - FRAGMENT + 1))
+        found |= {windows[piece] for piece in pieces if piece in windows}
+    return sorted(secret[:8] + "…" for secret in found)
+
+
+def exception_text(exc: BaseException) -> str:
+    """The exception as the worker reports it, plus everything chained to it (shown or not)."""
+    text = "".join(traceback.format_exception(exc))
+    while exc.__context__ is not None or exc.__cause__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        text += "\n" + repr(exc) + "\n" + "".join(traceback.format_exception(exc))
+    return text
+
+
+async def test_no_secret_anywhere_in_a_full_debug_run(use_stack, control, backoff, debug_everything, issued_tokens):
+    captured: list[str] = []
+
+    async def call(method: str, path: str, **kwargs: Any) -> None:
+        response = await proxy(http_request(method, path, **kwargs), invocation_context())
+        captured.append(f"{response.status_code} {json.dumps(dict(response.headers))} {response.get_body()!r}")
+
+    async def run_timer() -> None:
+        try:
+            await timer(TimerRequest(past_due=True), invocation_context("scheduled_api_call"))
+        except Exception as exc:
+            captured.append(exception_text(exc))
+
+    settings = await use_stack("reader")
+    await call("GET", "orders")
+    await call("GET", "orders/1001", query="code=function-key&top=1")
+    await call("POST", "orders", body=ORDER, headers=JSON)
+    await call("POST", "orders", body=b"not json", headers={"Content-Type": "text/plain"})
+    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("health"))
+    captured.append(response.get_body().decode())
+    await run_timer()
+    for fault in ({"service": "apim", "status": 401, "times": 1}, {"service": "apim", "status": 401, "times": 2},
+                  {"service": "identity", "status": 503, "times": 1}, {"service": "apim", "status": 503, "times": 9},
+                  {"service": "apim", "drop_connection": True, "times": 9}):
+        control.fault(**fault)
+        await call("GET", "status")
+        await run_timer()
+        control.clear_faults()
+    for fault in ({"service": "identity", "status": 200, "malformed_body": True},
+                  {"service": "identity", "status": 500, "times": 9}):
+        await runtime.reset_runtime()  # no cached token: the identity endpoint is asked
+        control.fault(**fault)
+        await call("GET", "status")
+        control.clear_faults()
+    await use_stack("unassigned")
+    await call("GET", "status")
+    await use_stack("reader", APIM_SUBSCRIPTION_KEY="f" * 32)
+    await call("GET", "status")
+    await use_stack("reader", IDENTITY_ENDPOINT=f"http://127.0.0.1:{closed_port()}/msi/token")
+    await call("GET", "status")
+    await run_timer()
+    telemetry.flush()
+
+    everything = "\n".join([*debug_everything.lines, *captured, json.dumps(control.telemetry())])
+    # A token is a credential through its signature (header and claims are readable by design).
+    secrets = [token.rsplit(".", 1)[1] for token in issued_tokens]
+    secrets += [settings["APIM_SUBSCRIPTION_KEY"], settings["IDENTITY_HEADER"], "f" * 32]
+    assert len(issued_tokens) >= 5  # renewals included: the run did exercise them
+    leaked = leaked_fragments(everything, secrets)
+    assert not leaked, f"secrets found in logs, responses, exceptions or telemetry: {leaked}"
+    # The capture really was at DEBUG, and the headers that carry secrets were logged, redacted.
+    for prefix in ("azure.identity", "azure.core", "shared", "devstack"):
+        assert any(name.startswith(prefix) for name in debug_everything.names), prefix
+    assert any("'Authorization': 'REDACTED'" in line for line in debug_everything.lines)
+    assert any("'X-IDENTITY-HEADER': 'REDACTED'" in line for line in debug_everything.lines)
+    assert any("'Ocp-Apim-Subscription-Key': 'REDACTED'" in line for line in debug_everything.lines)
+    assert any(e["data"]["baseType"] == "RemoteDependencyData" for e in control.telemetry())
+
+
+# --- tokens travel over HTTPS or to loopback only ------------------------------------------------
+
+class CountingCredential:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        self.calls += 1
+        return AccessTokenInfo("secret-token", 4_000_000_000)
+
+    async def close(self) -> None:
+        pass
+
+
+class RecordingTransport(AsyncHttpTransport):
+    """Records the Authorization header of what would be sent, and sends nothing."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str | None]] = []
+
+    async def send(self, request: Any, **kwargs: Any) -> Any:
+        self.sent.append((request.url, request.headers.get("Authorization")))
+        raise ServiceRequestError("not sent: recording only")
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def __aexit__(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("url", [
+    "http://apim.contoso.example/orders/status", "HTTP://APIM.CONTOSO.EXAMPLE/orders", "http://10.0.0.4/orders",
+    "http://127.0.0.2/orders", "http://localhost.contoso.example/orders", "http://127.0.0.1.nip.io/orders",
+    "http://localhost@apim.contoso.example/orders", "ftp://apim.contoso.example/orders",
+])
+async def test_no_token_is_sent_over_plain_http_to_another_host(url):
+    credential, transport = CountingCredential(), RecordingTransport()
+    pipeline = AsyncPipeline(transport, [BearerTokenPolicy(TokenSource(credential, "api://x/.default",  # type: ignore[arg-type]
+                                                                       client_id=None))])
+    with pytest.raises(RequestError, match="plain HTTP"):
+        await pipeline.run(HttpRequest("GET", url))
+    assert transport.sent == [] and credential.calls == 0  # refused before a token was even fetched
+
+
+@pytest.mark.parametrize("url", [
+    "https://apim.contoso.example/orders", "HTTPS://apim.contoso.example/orders", "http://127.0.0.1:8080/orders",
+    "http://localhost:8080/orders", "http://[::1]:8080/orders",
+])
+async def test_tokens_go_over_https_or_to_loopback(url):
+    credential, transport = CountingCredential(), RecordingTransport()
+    pipeline = AsyncPipeline(transport, [BearerTokenPolicy(TokenSource(credential, "api://x/.default",  # type: ignore[arg-type]
+                                                                       client_id=None))])
+    with pytest.raises(ServiceRequestError):
+        await pipeline.run(HttpRequest("GET", url))
+    assert transport.sent == [(url, "Bearer secret-token")]
+
+
+async def test_an_http_base_url_to_another_host_is_refused_before_any_token(use_stack, control):
+    await use_stack("reader", APIM_BASE_URL="http://apim.contoso.example/orders")
+    response = await health(http_request("GET", "health"), invocation_context("health"))
+    assert response.status_code == 503
+    assert any("APIM_BASE_URL must use https" in p for p in json.loads(response.get_body())["error"]["problems"])
+    response = await proxy(http_request("GET", "status"), invocation_context())
+    assert response.status_code == 500
+    assert control.stats().get("identity", {}).get("token_requests", 0) == 0
+

@@ -1,0 +1,91 @@
+"""Settings through the functions: each missing or malformed one is named by health, calls and the timer.
+
+`tests/app/test_settings.py` checks `load_settings` itself; here the host's view:
+the functions still load, `health` answers 503 naming the problem, a call fails
+with the same words as typed JSON, the timer fails its invocation with them, and
+nothing reaches the identity endpoint or APIM meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from azure.functions.timer import TimerRequest
+
+from shared.errors import ConfigurationError
+from tests.app.conftest import FUNCTIONS, http_request, invocation_context
+from tests.reliability.conftest import error_of
+
+proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["health"], FUNCTIONS["scheduled_api_call"]
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault(SecretUri=https://kv-contoso.vault.azure.net/secrets/apim-key/)"
+
+# (setting, value (None: unset), words the problem must contain)
+BAD_SETTINGS = [
+    ("APIM_BASE_URL", None, "APIM_BASE_URL is not set"),
+    ("APIM_BASE_URL", "contoso.azure-api.net/orders", "APIM_BASE_URL must be an absolute https URL"),
+    ("APIM_BASE_URL", "http://contoso.azure-api.net/orders", "APIM_BASE_URL must use https"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net/orders?subscription-key=x", "APIM_BASE_URL must not contain"),
+    ("APIM_BASE_URL", KEY_VAULT_REFERENCE, "APIM_BASE_URL is an unresolved Key Vault reference"),
+    ("API_APP_ID_URI", None, "API_APP_ID_URI is not set"),
+    ("API_APP_ID_URI", "api://contoso-orders/.default", "API_APP_ID_URI must not end with '/.default'"),
+    ("API_APP_ID_URI", "contoso-orders", "API_APP_ID_URI must be an Application ID URI"),
+    ("APIM_SUBSCRIPTION_KEY", KEY_VAULT_REFERENCE, "APIM_SUBSCRIPTION_KEY is an unresolved Key Vault reference"),
+    ("APIM_SUBSCRIPTION_KEY", "  " + KEY_VAULT_REFERENCE.lower(), "APIM_SUBSCRIPTION_KEY is an unresolved Key Vault"),
+    ("APIM_SUBSCRIPTION_KEY", "key with spaces", "APIM_SUBSCRIPTION_KEY contains spaces"),
+    ("MANAGED_IDENTITY_CLIENT_ID", "reader", "MANAGED_IDENTITY_CLIENT_ID must be a GUID"),
+    ("MANAGED_IDENTITY_CLIENT_ID", KEY_VAULT_REFERENCE, "MANAGED_IDENTITY_CLIENT_ID is an unresolved Key Vault"),
+    ("MANAGED_IDENTITY_WRITE_CLIENT_ID", "1234", "MANAGED_IDENTITY_WRITE_CLIENT_ID must be a GUID"),
+    ("AZURE_TENANT_ID", "contoso.onmicrosoft.com", "AZURE_TENANT_ID must be a GUID"),
+    ("TIMER_API_PATH", "status", "TIMER_API_PATH must start with '/'"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "words"), BAD_SETTINGS,
+                         ids=[f"{n}={'unset' if v is None else v[:20]}" for n, v, _ in BAD_SETTINGS])
+async def test_a_bad_setting_is_named_by_health_calls_and_the_timer(use_stack, control, name, value, words):
+    await use_stack("reader", **{name: value})
+
+    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("health"))
+    assert response.status_code == 503
+    report = json.loads(response.get_body())
+    assert report["status"] == "misconfigured"
+    [problem] = report["error"]["problems"]  # one setting, one problem (not also "not set")
+    assert words in problem
+
+    error = error_of(await proxy(http_request("GET", "status"), invocation_context()), 500, "configuration_error")
+    assert words in error["message"]
+
+    with pytest.raises(ConfigurationError, match=words.replace("(", r"\(").replace(".", r"\.")):
+        await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
+
+    stats = control.stats()
+    assert stats.get("identity", {}).get("token_requests", 0) == 0 and stats.get("apim", {}).get("requests", 0) == 0
+    if value and name == "APIM_SUBSCRIPTION_KEY" and "Key Vault" not in words:
+        assert value not in response.get_body().decode()  # a bad key is named, never echoed
+
+
+async def test_every_problem_is_reported_at_once(use_stack):
+    await use_stack("reader", APIM_BASE_URL=None, API_APP_ID_URI=KEY_VAULT_REFERENCE, AZURE_TENANT_ID="x")
+    response = await health(http_request("GET", "health"), invocation_context("health"))
+    problems = json.loads(response.get_body())["error"]["problems"]
+    assert [p.split(" ")[0] for p in problems] == ["APIM_BASE_URL", "API_APP_ID_URI", "AZURE_TENANT_ID"]
+    assert "unresolved Key Vault reference" in problems[1] and "Key Vault Secrets User" in problems[1]
+
+
+async def test_a_missing_timer_path_fails_only_the_timer(use_stack):
+    await use_stack("reader", TIMER_API_PATH=None)
+    response = await health(http_request("GET", "health"), invocation_context("health"))
+    assert response.status_code == 200
+    assert json.loads(response.get_body())["settings"]["TIMER_API_PATH"] == "not set"
+    assert (await proxy(http_request("GET", "status"), invocation_context())).status_code == 200
+    with pytest.raises(ConfigurationError, match="TIMER_API_PATH is not set"):
+        await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
+
+
+async def test_fixing_a_setting_takes_effect_on_restart(use_stack):
+    # Settings are validated once per process (a Function App restarts when its settings change).
+    await use_stack("reader", APIM_SUBSCRIPTION_KEY=KEY_VAULT_REFERENCE)
+    assert (await proxy(http_request("GET", "status"), invocation_context())).status_code == 500
+    await use_stack("reader")
+    assert (await proxy(http_request("GET", "status"), invocation_context())).status_code == 200

@@ -113,6 +113,8 @@ var appSettings = {
   // Export the app's own logs (logger "shared"), as shared/telemetry.py does when it configures
   // export itself; the root logger would also ship every azure-core request log line.
   PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME: 'shared'
+  // Azure Monitor drops metric exemplars; without this the SDK still builds one per measurement.
+  OTEL_METRICS_EXEMPLAR_FILTER: 'always_off'
 
   // The API and how to call it (DESIGN.md §3).
   APIM_BASE_URL: apimBaseUrl

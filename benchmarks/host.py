@@ -1,0 +1,99 @@
+"""Invoke the functions in-process as the Functions host and Python worker would.
+
+The worker imports `function_app` after the app settings are in the
+environment, sets the root logger to INFO with a handler that formats every
+record and queues it for the host (so INFO logs of any library cost what they
+cost in Azure), and calls each function with an `HttpRequest` and a context
+that carries the invocation's W3C trace parent.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from types import SimpleNamespace
+from typing import Any
+
+from devstack.appsettings import LOCAL_SAMPLING_SETTINGS, app_settings
+
+# How the app's telemetry is set up in a run (DESIGN §6 leaves sampling to the Azure Monitor
+# distro). "deployed" is what `func azure functionapp publish` gives: no sampler setting, so the
+# distro's default, a rate limit of 5 traces per second (metrics are never sampled); "every"
+# exports every trace, as the devstack's local settings do so that developers see each call;
+# "off" has no connection string, so nothing is configured: for comparison only, no target.
+TELEMETRY = {
+    "deployed": "exported, spans sampled as deployed (distro default: 5 traces/s)",
+    "every": "exported, every trace (OTEL_TRACES_SAMPLER=always_on)",
+    "off": "not configured (no connection string)",
+}
+
+Function = Callable[..., Awaitable[Any]]
+
+
+class WorkerLogHandler(logging.Handler):
+    """What the worker adds to the root logger: format every record and queue it for the host."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: collections.deque[str] = collections.deque(maxlen=1024)  # the gRPC stream, bounded
+        self.records = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sent.append(self.format(record))
+        self.records += 1
+
+
+def settings_for(endpoints: Mapping[str, Any], telemetry: str = "deployed") -> dict[str, str]:
+    """The app settings for the stack, with telemetry set up as `telemetry` names (see TELEMETRY)."""
+    if telemetry not in TELEMETRY:
+        raise ValueError(f"unknown telemetry mode {telemetry!r}; one of {', '.join(TELEMETRY)}")
+    settings = app_settings(endpoints)
+    if telemetry != "every":
+        for name in LOCAL_SAMPLING_SETTINGS:
+            del settings[name]
+    if telemetry == "off":
+        del settings["APPLICATIONINSIGHTS_CONNECTION_STRING"]
+    # The app uses none of these libraries; the benchmark's own urllib calls to the control
+    # API must not show up as the app's dependencies (the tests and the demo do the same).
+    settings["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "urllib,urllib3,requests"
+    return settings
+
+
+def configure_environment(endpoints: Mapping[str, Any], telemetry: str) -> dict[str, str]:
+    """Put the app settings for the stack into os.environ, as the host does before import."""
+    settings = settings_for(endpoints, telemetry)
+    os.environ.update(settings)
+    return settings
+
+
+def install_worker_logging() -> WorkerLogHandler:
+    handler = WorkerLogHandler()
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    return handler
+
+
+def load_functions() -> dict[str, Function]:
+    """Import the app and index it, as the worker does; the user functions by name."""
+    import function_app
+
+    return {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+
+
+def http_request(method: str, path: str, *, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
+    """The HttpRequest the host builds for /api/apim/{*path}."""
+    import azure.functions as func
+
+    return func.HttpRequest(method=method, url=f"http://localhost:7071/api/apim/{path}", route_params={"path": path},
+                            params={}, body=body, headers=headers or {})
+
+
+def invocation_context(name: str = "apim_proxy") -> SimpleNamespace:
+    """The context the worker passes: an invocation ID and the host's trace parent (sampled flag set)."""
+    trace_parent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    return SimpleNamespace(invocation_id=secrets.token_hex(8), function_name=name,
+                           trace_context=SimpleNamespace(trace_parent=trace_parent, trace_state="", attributes={}))

@@ -140,10 +140,6 @@ def _token_attributes(client_id: str, scope: str, source: str) -> dict[str, str]
     return {"token.client_id": client_id, "token.audience": scope, "token.source": source}
 
 
-def _expiry(token: AccessTokenInfo) -> str:
-    return _expiry_text(token.expires_on)
-
-
 def _expiry_text(expires_on: int) -> str:
     return datetime.fromtimestamp(expires_on, UTC).isoformat()
 
@@ -182,7 +178,7 @@ class TokenSpan:
 
     def set_outcome(self, outcome: str, token: AccessTokenInfo) -> None:
         self.outcome = outcome
-        self.span.set_attributes({"token.outcome": outcome, "token.expires_on": _expiry(token)})
+        self.span.set_attributes({"token.outcome": outcome, "token.expires_on": _expiry_text(token.expires_on)})
 
     def set_failure(self, error: AppError) -> None:
         self.outcome = "failure"

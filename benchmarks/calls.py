@@ -3,8 +3,9 @@
     floor  a raw aiohttp GET over one kept-alive session, token fetched beforehand, key set
     app    the `apim_proxy` function invoked as the host would, telemetry exporting to the stand-in
     naive  benchmarks.naive: a new DefaultAzureCredential and session per invocation
+    lean   benchmarks.lean: the app's happy path by hand, for reference (no targets)
 
-Sequential latency alternates floor and app call by call (see `alternating`).
+Sequential latency rotates floor, app and lean call by call (see `alternating`).
 Throughput at concurrency 64 alternates blocks of calls, each preceded by an
 untimed telemetry flush and ended by a timed one, so that the app pays for the
 export work it caused and no block runs another's exports.
@@ -23,6 +24,7 @@ import aiohttp
 
 from benchmarks import host
 from benchmarks.child import child_arguments, write_result
+from benchmarks.lean import LeanFunction
 from benchmarks.measure import Call, Samples, concurrent, median, rotated, sequential
 from benchmarks.naive import NaiveFunction, NetworkAudit
 
@@ -68,12 +70,16 @@ async def measure(endpoints: dict[str, Any], options: dict[str, Any]) -> dict[st
     floor = Floor(endpoints)
     await floor.prefetch_token()
     naive = NaiveFunction(settings)
+    lean = LeanFunction()
 
     async def invoke_app(argument: tuple[Any, Any]) -> int:
         return (await proxy(*argument)).status_code
 
     async def invoke_naive(argument: tuple[Any, Any]) -> int:
         return (await naive(*argument)).status_code
+
+    async def invoke_lean(argument: tuple[Any, Any]) -> int:
+        return (await lean(*argument)).status_code
 
     async def call_floor(_: object) -> int:
         return await floor.call(path)
@@ -82,7 +88,8 @@ async def measure(endpoints: dict[str, Any], options: dict[str, Any]) -> dict[st
         # Built before the clock starts: building the request is the host's work, not the app's.
         return host.http_request("GET", path), host.invocation_context()
 
-    variants = {"floor": Variant(call_floor, lambda: None), "app": Variant(invoke_app, invocation)}
+    variants = {"floor": Variant(call_floor, lambda: None), "app": Variant(invoke_app, invocation),
+                "lean": Variant(invoke_lean, invocation)}
     if options["naive_calls"]:
         variants["naive"] = Variant(invoke_naive, invocation)
     for name, variant in variants.items():  # warm-up: connections open, token cached, code paths hot
@@ -94,6 +101,7 @@ async def measure(endpoints: dict[str, Any], options: dict[str, Any]) -> dict[st
     throughput = await blocks({name: variants[name] for name in ("floor", "app")}, options, telemetry.flush)
 
     await floor.close()
+    await lean.close()
     await runtime.reset_runtime()
     telemetry.shutdown()
     app_calls = len(latency["app"].latencies)
@@ -118,7 +126,7 @@ class Variant:
 
 async def alternating(variants: dict[str, Variant], options: dict[str, Any], audit: NetworkAudit,
                       worker_log: host.WorkerLogHandler) -> tuple[dict[str, Samples], int]:
-    """Sequential latency, floor and app alternating call by call (naive every few pairs).
+    """Sequential latency, floor, app and lean in rotation call by call (naive every few rounds).
 
     Alternating single calls cancels drift at the finest grain: on a shared VM the
     speed of a loopback round trip wanders by tens of percent within seconds, and
@@ -126,11 +134,12 @@ async def alternating(variants: dict[str, Variant], options: dict[str, Any], aud
     lands on both alike, so its CPU cost is charged in the throughput blocks instead.
     """
     latency = {name: Samples() for name in variants}
-    pairs = options["pairs"]
-    naive_every = pairs // options["naive_calls"] if options["naive_calls"] else 0
+    rounds = options["rounds"]
+    naive_every = rounds // options["naive_calls"] if options["naive_calls"] else 0
     app_log_records = 0
-    for number in range(pairs):
-        for name in ("floor", "app") if number % 2 == 0 else ("app", "floor"):
+    in_rotation = [name for name in variants if name != "naive"]
+    for number in range(rounds):
+        for name in rotated(in_rotation, number):
             argument = variants[name].argument()
             records_before = worker_log.records
             await sequential(variants[name].call, [argument], latency[name])

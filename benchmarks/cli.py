@@ -29,19 +29,19 @@ from benchmarks.stack import StackError, StackProcess
 
 # How much of each measurement a run does. `quick` fits in a minute on two cores; the full
 # run takes about four and gives steadier tails. Per telemetry mode (benchmarks.host.TELEMETRY):
-# `pairs` sequential floor/app call pairs, `naive_calls` naive calls spread among them, and
+# `rounds` sequential rounds of one floor, app and lean call, `naive_calls` naive calls spread among them, and
 # `throughput_rounds` rounds of one floor and one app block of `throughput_calls` at c=64.
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
-        "deployed": {"pairs": 800, "naive_calls": 30, "throughput_rounds": 14, "throughput_calls": 150},
-        "every": {"pairs": 300, "naive_calls": 0, "throughput_rounds": 6, "throughput_calls": 150},
+        "deployed": {"rounds": 800, "naive_calls": 30, "throughput_rounds": 14, "throughput_calls": 150},
+        "every": {"rounds": 300, "naive_calls": 0, "throughput_rounds": 6, "throughput_calls": 150},
         "cold_start_samples": 5,
         "memory_invocations": 10_000,
     },
     "full": {
-        "deployed": {"pairs": 5000, "naive_calls": 150, "throughput_rounds": 40, "throughput_calls": 300},
-        "every": {"pairs": 3000, "naive_calls": 0, "throughput_rounds": 20, "throughput_calls": 300},
-        "off": {"pairs": 3000, "naive_calls": 0, "throughput_rounds": 20, "throughput_calls": 300},
+        "deployed": {"rounds": 5000, "naive_calls": 150, "throughput_rounds": 40, "throughput_calls": 300},
+        "every": {"rounds": 3000, "naive_calls": 0, "throughput_rounds": 20, "throughput_calls": 300},
+        "off": {"rounds": 3000, "naive_calls": 0, "throughput_rounds": 20, "throughput_calls": 300},
         "cold_start_samples": 15,
         "memory_invocations": 10_000,
     },

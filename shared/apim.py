@@ -9,7 +9,7 @@ alive and reused across invocations.
     BearerTokenPolicy    token from TokenSource; one fresh token and one resend after a 401
     HttpLoggingPolicy    azure-core's request logging, which redacts headers and query values; at DEBUG
 
-Every policy runs on every call, so each one earns its place (issue 5 measures
+Every policy runs on every call, so each one earns its place (`benchmarks/` measures
 the whole pipeline against a bare aiohttp request).
 """
 
@@ -177,7 +177,7 @@ class ApimClient:
         headers = {"Content-Type": content_type} if content_type and body is not None else {}
         # azure-core's transport-level HttpRequest, not azure.core.rest's: with it the pipeline hands
         # back the transport's own response, where azure.core.rest wraps it in a compatibility layer
-        # that costs more per call than the rest of the pipeline together (benchmarks/, issue 5).
+        # that costs more per call than the rest of the pipeline together (see `benchmarks/`).
         # Both are supported azure-core API; the policies, retries and timeouts work the same.
         request = HttpRequest(method.upper(), url, headers=headers, data=body)
         pipeline = self._pipelines[self.settings.client_id_for(method)]

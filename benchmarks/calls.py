@@ -1,4 +1,4 @@
-"""Child process: the floor, this app and the naive baseline, interleaved in one process.
+"""Child process: the floor, this app, the naive baseline and the lean reference, interleaved in one process.
 
     floor  a raw aiohttp GET over one kept-alive session, token fetched beforehand, key set
     app    the `apim_proxy` function invoked as the host would, telemetry exporting to the stand-in
@@ -131,7 +131,7 @@ async def alternating(variants: dict[str, Variant], options: dict[str, Any], aud
     Alternating single calls cancels drift at the finest grain: on a shared VM the
     speed of a loopback round trip wanders by tens of percent within seconds, and
     any block of calls would see its own weather. Background work (telemetry export)
-    lands on both alike, so its CPU cost is charged in the throughput blocks instead.
+    lands on every variant alike, so its CPU cost is charged in the throughput blocks instead.
     """
     latency = {name: Samples() for name in variants}
     rounds = options["rounds"]

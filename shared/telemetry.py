@@ -102,6 +102,18 @@ def shutdown() -> None:
         stop = getattr(provider, "shutdown", None)
         if stop:
             stop()
+    _stop_live_metrics()
+
+
+def _stop_live_metrics() -> None:
+    # The distro's Live Metrics runs a meter provider of its own, out of reach of the global
+    # ones: without this its pings go on after shutdown, to an endpoint that may be gone.
+    # The distro has no public call for it, hence the private module, guarded.
+    try:
+        from azure.monitor.opentelemetry.exporter._quickpulse._live_metrics import shutdown_live_metrics
+    except ImportError:
+        return
+    shutdown_live_metrics()
 
 
 def _providers() -> tuple[Any, ...]:

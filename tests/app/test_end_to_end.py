@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 from azure.functions.timer import TimerRequest
 
+from devstack.appsettings import OFFLINE_EXPORTER_SETTINGS
 from shared import runtime, telemetry
 from tests.app.conftest import FUNCTIONS, http_request, invocation_context
 
 proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["health"], FUNCTIONS["scheduled_api_call"]
 ORDER = json.dumps({"item": "widget", "quantity": 2}).encode()
 JSON = {"Content-Type": "application/json"}
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def body(response) -> dict:
@@ -167,3 +174,26 @@ async def test_no_secret_reaches_logs_responses_or_telemetry(use_stack, control,
     captured += json.dumps(control.telemetry())
     for secret in secrets:
         assert secret and secret not in captured
+
+
+def test_shutdown_leaves_no_exporter_running(endpoints):
+    # Live Metrics keeps a meter provider of its own; after shutdown() nothing may go on
+    # sending (demo, benchmarks and this suite stop the stand-in right after). A fresh
+    # interpreter, so the suite's own telemetry is left alone.
+    code = textwrap.dedent("""
+        import threading
+        from shared import telemetry
+        assert telemetry.configure() == "app"
+        assert threading.active_count() > 1  # the exporters (Live Metrics among them) are running
+        telemetry.shutdown()
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread():
+                thread.join(timeout=10)
+        print(sorted(t.name for t in threading.enumerate() if t is not threading.main_thread()))
+    """)
+    env = {**os.environ, **OFFLINE_EXPORTER_SETTINGS,
+           "APPLICATIONINSIGHTS_CONNECTION_STRING": endpoints["connection_string"]}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+                            cwd=str(PROJECT_ROOT))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

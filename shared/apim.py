@@ -51,6 +51,8 @@ SUBSCRIPTION_KEY_HEADER = "Ocp-Apim-Subscription-Key"
 # lines are there when wanted: PYTHON_ENABLE_DEBUG_LOGGING=1 (the worker's switch) or
 # logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.DEBUG).
 HTTP_LOGGING_LEVEL = logging.DEBUG
+# The 4xx answers a retry can fix: request timeout and throttling.
+RETRYABLE_CLIENT_ERRORS = (408, 429)
 # Response headers worth passing back to the caller.
 PASSED_HEADERS = ("Location", "ETag", "Retry-After", "Cache-Control")
 
@@ -76,8 +78,8 @@ class WriteSafeRetryPolicy(AsyncRetryPolicy):
 
     azure-core retries POST/PATCH on 500/503/504; those may have reached the
     backend, so we don't. A 429 is retried for any method: the gateway refused
-    it before forwarding. Retry-After waits longer than `max_retry_after` are
-    not slept through.
+    it before forwarding. Other 4xx are not retried, Retry-After or not, and
+    Retry-After waits longer than `max_retry_after` are not slept through.
     """
 
     def __init__(self, *, max_retry_after: float, **kwargs: Any) -> None:
@@ -88,6 +90,10 @@ class WriteSafeRetryPolicy(AsyncRetryPolicy):
         status = response.http_response.status_code
         if status < 400:
             return False  # as azure-core decides too; the common case skips reading Retry-After headers
+        if status < 500 and status not in RETRYABLE_CLIENT_ERRORS:
+            # azure-core retries any response that has a Retry-After; on a 4xx it only sets a wait
+            # (APIM's quota policy answers 403 with one until the quota period renews).
+            return False
         retry_after = self.get_retry_after(response)
         if retry_after is not None and retry_after > self.max_retry_after:
             return False

@@ -226,6 +226,16 @@ async def test_apim_429_with_a_long_retry_after_is_handed_to_the_caller(use_stac
     assert counts(control)["apim"] == 1 and backoff == []
 
 
+@pytest.mark.parametrize("status", [403, 404])
+async def test_a_4xx_with_retry_after_is_not_retried(use_stack, control, backoff, status):
+    # APIM's quota policy answers 403 with a Retry-After until the quota period renews; a
+    # retry within the call cannot succeed. Retry-After sets the wait, not whether to retry.
+    await use_stack("reader")
+    control.fault("apim", status=status, retry_after=1, times=1)
+    assert (await get()).status_code == status
+    assert counts(control)["apim"] == 1 and backoff == []
+
+
 async def test_apim_slow_past_the_timeout_is_retried_for_get(use_stack, control, backoff, short_timeouts):
     await use_stack("reader")
     control.fault("apim", delay_ms=SLOW_MS, times=1)

@@ -8,7 +8,6 @@ while the stand-ins keep serving.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import socket
@@ -21,6 +20,7 @@ from aiohttp import web
 
 from devstack.config import StackConfig, load_config
 from devstack.state import StackState
+from devstack.statelock import StateDirLock
 
 LOOPBACK = "127.0.0.1"
 INSTRUMENTATION_KEY = "00000000-0000-4000-8000-00000000d5a1"
@@ -104,7 +104,7 @@ class DevStack:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runners: list[web.AppRunner] = []
-        self._lock_file: Any = None
+        self._lock: StateDirLock | None = None
 
     @property
     def endpoints(self) -> dict[str, Any]:
@@ -175,28 +175,17 @@ class DevStack:
     def _acquire_state_dir(self) -> None:
         assert self.state_dir is not None
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        lock_path = self.state_dir / "devstack.lock"
-        handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the stack's life
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
-            handle.close()
+        lock = StateDirLock(self.state_dir)
+        if not lock.acquire():
             raise StackAlreadyRunning(
-                f"a devstack is already running with state dir '{self.state_dir}' (pid {owner}). "
+                f"a devstack is already running with state dir '{self.state_dir}' (pid {lock.owner()}). "
                 "Stop it (Ctrl+C in its terminal) or pass another --state-dir."
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock_file = handle
+            )
+        self._lock = lock
 
     def _release_state_dir(self) -> None:
-        if self._lock_file is None or self.state_dir is None:
+        if self._lock is None or self.state_dir is None:
             return
         (self.state_dir / "endpoints.json").unlink(missing_ok=True)
-        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-        self._lock_file.close()
-        self._lock_file = None
+        self._lock.release()
+        self._lock = None

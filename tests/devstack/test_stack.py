@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from devstack import DevStack
 from devstack.stack import StackAlreadyRunning
+from devstack.statelock import StateDirLock
 
 REQUIRED_KEYS = {
     "identity_endpoint", "identity_header", "imds_endpoint", "tenant_id", "openid_config_url",
@@ -32,11 +36,29 @@ def test_state_dir_gets_endpoints_and_refuses_a_second_stack(tmp_path: Path):
     with DevStack(state_dir=tmp_path) as first:
         written = json.loads((tmp_path / "endpoints.json").read_text())
         assert written == first.endpoints
-        with pytest.raises(StackAlreadyRunning, match="already running"):
+        with pytest.raises(StackAlreadyRunning, match=f"already running .*pid {os.getpid()}"):
             DevStack(state_dir=tmp_path).start()
     assert not (tmp_path / "endpoints.json").exists()
     with DevStack(state_dir=tmp_path):  # the lock is released on stop
         pass
+
+
+def test_a_lock_held_by_a_killed_process_is_free_again(tmp_path: Path):
+    code = ("import sys; from pathlib import Path; from devstack.statelock import StateDirLock; "
+            "lock = StateDirLock(Path(sys.argv[1])); assert lock.acquire(); "
+            "print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        lock = StateDirLock(tmp_path)
+        assert not lock.acquire()
+        assert lock.owner() == str(holder.pid)
+    finally:
+        holder.kill()  # no clean-up code runs: as if it crashed
+        holder.wait()
+    assert lock.acquire()
+    lock.release()
 
 
 def test_bad_fault_spec_is_refused_with_a_reason(control):

@@ -173,10 +173,13 @@ class ApimClient:
             self._raise_for_refusal(method, response, claims, content_type)
         except Exception as exc:
             error = map_exception(exc)
-            telemetry.record_call(method, status, _ms_since(started), error)
-            raise error from None
-        telemetry.record_call(method, status, _ms_since(started))
-        return response
+        else:
+            telemetry.record_call(method, status, _ms_since(started))
+            return response
+        # Raised outside the except block: a library exception's text may quote the request
+        # or the answer, so it is not even chained to ours (as __context__).
+        telemetry.record_call(method, status, _ms_since(started), error)
+        raise error
 
     async def _send(self, method: str, url: str, body: bytes | None,
                     content_type: str | None) -> tuple[ApimResponse, dict[str, Any]]:
@@ -202,7 +205,7 @@ class ApimClient:
         status = response.status
         if status < 500 and status not in (401, 403, 415, 429):
             return  # the API's own answer (2xx, 3xx, 404, 400, …) goes back as it is
-        message = hints.apim_message(response.body)
+        message = hints.apim_message(response.body, secrets=(self.settings.subscription_key,))
         said = f"APIM answered {status}" + (f": {message}" if message else ".")
         if status in (401, 403):
             hint = hints.hint_for(status, message, method=method, claims=claims, settings=self.settings)

@@ -8,13 +8,18 @@ read (see `shared.tokens.describe_token`).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
+from shared.redaction import scrub
 from shared.settings import Settings
 
 
-def apim_message(body: bytes) -> str:
-    """APIM's error message from a `{"statusCode": …, "message": …}` body, if that is what it is."""
+def apim_message(body: bytes, secrets: Iterable[str | None] = ()) -> str:
+    """APIM's error message from a `{"statusCode": …, "message": …}` body, if that is what it is.
+
+    Scrubbed (`shared.redaction`): it goes into our error message, logs and telemetry.
+    """
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -25,7 +30,7 @@ def apim_message(body: bytes) -> str:
     error = data.get("error")
     if not message and isinstance(error, dict):
         message = error.get("message")
-    return str(message or "")[:300]
+    return scrub(str(message or ""), secrets)[:300]  # scrubbed first: a cap could cut a secret in two
 
 
 def hint_for(status: int, message: str, *, method: str, claims: dict[str, Any], settings: Settings,

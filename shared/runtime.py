@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from shared.apim import ApimClient
 from shared.credentials import create_credential
 from shared.errors import ConfigurationError
+from shared.redaction import redact_library_logs
 from shared.settings import Settings, load_settings
 from shared.tokens import TokenSource
 
@@ -60,6 +61,7 @@ def get_runtime() -> Runtime:
                                    client_id=client_id)
             for client_id in {settings.client_id, settings.client_id_for("POST")}
         }
+        redact_library_logs(secrets=(settings.subscription_key,))  # after the credentials imported their modules
         _runtime = Runtime(settings=settings, client=ApimClient(settings, sources), token_sources=sources)
     return _runtime
 

@@ -97,7 +97,14 @@ class TokenSource:
             try:
                 token = await self.credential.get_token_info(self.scope, options=options or None)  # type: ignore[arg-type]
             except Exception as exc:
-                error = map_token_exception(exc)
+                error: AppError | None = map_token_exception(exc)
+            else:
+                error = None
+            finally:
+                self._fetches_ended += 1
+            # Raised here, outside the except block, so the library's exception (whose text may
+            # quote the endpoint's answer) is not even chained to ours as __context__.
+            if error is not None:
                 if fallback and self._usable(fallback):
                     logger.warning("Token refresh for identity %s failed (%s); using the current token.",
                                    self.client_id, error.message)
@@ -105,9 +112,7 @@ class TokenSource:
                     return fallback
                 span.set_failure(error)
                 self._failure = error
-                raise error from None
-            finally:
-                self._fetches_ended += 1
+                raise error
             span.set_outcome("success", token)
         self._token, self._fetched_at, self._failure = token, self._clock(), None
         return token

@@ -69,13 +69,16 @@ def closed_port() -> int:
 class Listener:
     """A tiny HTTP server on 127.0.0.1 that records every request (the second listener must see none).
 
-    With `redirect_to`, it answers every request with a 302 there (an upstream gone bad).
+    With `redirect_to`, it answers every request with a 302 there (an upstream gone bad);
+    with `respond`, with whatever that returns for the request.
     """
 
-    def __init__(self, redirect_to: str | None = None) -> None:
+    def __init__(self, redirect_to: str | None = None,
+                 respond: Callable[[web.Request], web.Response] | None = None) -> None:
         self.seen: list[dict[str, Any]] = []
         self.port = 0
         self.redirect_to = redirect_to
+        self.respond = respond
         self._runner: web.AppRunner | None = None
 
     @property
@@ -87,6 +90,8 @@ class Listener:
                           "authorization": request.headers.get("Authorization")})
         if self.redirect_to:
             raise web.HTTPFound(self.redirect_to)
+        if self.respond:
+            return self.respond(request)
         return web.json_response({"stolen": True})
 
     async def start(self) -> None:

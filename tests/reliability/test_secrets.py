@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from azure.core.credentials import AccessTokenInfo
 from azure.core.exceptions import ServiceRequestError
 from azure.core.pipeline import AsyncPipeline
@@ -25,10 +27,10 @@ from azure.functions.timer import TimerRequest
 from devstack import DevStack
 from shared import runtime, telemetry
 from shared.apim import BearerTokenPolicy
-from shared.errors import RequestError
+from shared.errors import AppError, RequestError
 from shared.tokens import TokenSource
 from tests.app.conftest import FUNCTIONS, http_request, invocation_context
-from tests.reliability.conftest import closed_port
+from tests.reliability.conftest import Listener, closed_port
 
 proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["health"], FUNCTIONS["scheduled_api_call"]
 ORDER = json.dumps({"item": "widget", "quantity": 2}).encode()
@@ -168,6 +170,83 @@ async def test_no_secret_anywhere_in_a_full_debug_run(use_stack, control, backof
     assert any("'X-IDENTITY-HEADER': 'REDACTED'" in line for line in debug_everything.lines)
     assert any("'Ocp-Apim-Subscription-Key': 'REDACTED'" in line for line in debug_everything.lines)
     assert any(e["data"]["baseType"] == "RemoteDependencyData" for e in control.telemetry())
+
+
+def echo_what_was_sent(status: int) -> Callable[[web.Request], web.Response]:
+    """An upstream whose error message quotes the request's secrets back, as a debugging backend might."""
+
+    def respond(request: web.Request) -> web.Response:
+        message = (f"Invalid subscription key {request.headers.get('Ocp-Apim-Subscription-Key')} for "
+                   f"{request.headers.get('Authorization')}; tenant 72f988bf-86f1-41af-91ab-2d7cd011db47")
+        return web.json_response({"statusCode": status, "message": message}, status=status)
+
+    return respond
+
+
+@pytest.mark.parametrize("status", [401, 403, 415, 429, 500])
+async def test_an_upstream_message_that_echoes_secrets_is_scrubbed(use_stack, control, backoff, debug_everything,
+                                                                   issued_tokens, status):
+    upstream = Listener(respond=echo_what_was_sent(status))
+    await upstream.start()
+    try:
+        key = secrets.token_hex(16)
+        settings = await use_stack("reader", APIM_BASE_URL=f"http://{upstream.host}/orders",
+                                   APIM_SUBSCRIPTION_KEY=key, TIMER_API_PATH="/status")
+        response = await proxy(http_request("GET", "status"), invocation_context())
+        with pytest.raises(AppError) as raised:
+            await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
+    finally:
+        await upstream.stop()
+    telemetry.flush()
+
+    message = json.loads(response.get_body())["error"]["message"]
+    assert "Invalid subscription key [redacted] for Bearer [redacted]" in message  # the rest is passed on
+    assert "72f988bf-86f1-41af-91ab-2d7cd011db47" in message  # IDs are not secrets
+    everything = "\n".join([*debug_everything.lines, response.get_body().decode(), exception_text(raised.value),
+                            json.dumps(control.telemetry())])
+    assert upstream.seen and issued_tokens
+    leaked = leaked_fragments(everything, [key, settings["IDENTITY_HEADER"],
+                                           *(token.rsplit(".", 1)[1] for token in issued_tokens)])
+    assert not leaked, f"secrets found in logs, responses, exceptions or telemetry: {leaked}"
+
+
+FAKE_TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJhcGk6Ly94In0.c2lnbmF0dXJlLW9mLWEtdG9rZW4tbm90LXRvLWJlLWxvZ2dlZA"
+
+
+def identity_answer(status: int, shape: str) -> Callable[[web.Request], web.Response]:
+    """A managed-identity endpoint gone wrong: it quotes its secret header back, or mangles a token."""
+
+    def respond(request: web.Request) -> web.Response:
+        secret = request.headers.get("X-IDENTITY-HEADER", "")
+        if shape == "echo":
+            return web.json_response({"error": "invalid_request", "error_description": f"bad header {secret}"},
+                                     status=status)
+        if shape == "text":
+            return web.Response(text=f"token={FAKE_TOKEN} for {secret}", status=status)
+        return web.json_response({"token": FAKE_TOKEN, "expires_in": FAKE_TOKEN}, status=status)
+
+    return respond
+
+
+@pytest.mark.parametrize(("status", "shape"), [(400, "echo"), (500, "echo"), (200, "text"), (200, "misnamed")])
+async def test_an_identity_endpoint_that_echoes_secrets_leaks_nothing(use_stack, backoff, debug_everything,
+                                                                      status, shape):
+    endpoint = Listener(respond=identity_answer(status, shape))
+    await endpoint.start()
+    try:
+        settings = await use_stack("reader", IDENTITY_ENDPOINT=f"http://{endpoint.host}/msi/token",
+                                   TIMER_API_PATH="/status")
+        response = await proxy(http_request("GET", "status"), invocation_context())
+        with pytest.raises(AppError) as raised:
+            await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
+    finally:
+        await endpoint.stop()
+
+    assert endpoint.seen and response.status_code == 502
+    everything = "\n".join([*debug_everything.lines, response.get_body().decode(), exception_text(raised.value)])
+    assert any(name.startswith("azure.identity") for name in debug_everything.names)  # it did log the failure
+    leaked = leaked_fragments(everything, [settings["IDENTITY_HEADER"], FAKE_TOKEN.rsplit(".", 1)[1]])
+    assert not leaked, f"secrets found in logs, responses or exceptions: {leaked}"
 
 
 # --- tokens travel over HTTPS or to loopback only ------------------------------------------------

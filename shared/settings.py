@@ -92,7 +92,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     tenant_id = _check_guid("AZURE_TENANT_ID", read("AZURE_TENANT_ID"), problems)
     timer_path = read("TIMER_API_PATH")
     if timer_path and not timer_path.startswith("/"):
-        problems.append(f"TIMER_API_PATH must start with '/', e.g. /status (got {timer_path!r}).")
+        problems.append("TIMER_API_PATH must start with '/', e.g. /status.")
 
     if problems:
         raise ConfigurationError(problems)
@@ -115,7 +115,10 @@ def _check_base_url(value: str | None, problems: list[str]) -> str | None:
         return None
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        problems.append(f"APIM_BASE_URL must be an absolute https URL, {example} (got {value!r}).")
+        # Never the value itself: a misplaced secret must not reach health output or logs.
+        found = f"its scheme is {parts.scheme!r}" if parts.scheme not in ("", "https", "http") else (
+            "it has no host" if parts.scheme else "it does not start with https://")
+        problems.append(f"APIM_BASE_URL must be an absolute https URL, {example} ({found}).")
         return None
     if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
         problems.append("APIM_BASE_URL must use https: bearer tokens are only sent over TLS (or to loopback).")
@@ -136,14 +139,16 @@ def _check_app_id_uri(value: str | None, problems: list[str]) -> str | None:
         return None
     if not (value.startswith(("api://", "https://")) or _is_guid(value)):
         problems.append(f"API_APP_ID_URI must be an Application ID URI (api://… or https://…) or a client ID, "
-                        f"{example} (got {value!r}).")
+                        f"{example}.")
         return None
     return value.rstrip("/")
 
 
 def _check_guid(name: str, value: str | None, problems: list[str]) -> str | None:
     if value is not None and not _is_guid(value):
-        problems.append(f"{name} must be a GUID such as 00000000-0000-0000-0000-000000000000 (got {value!r}).")
+        found = "that is a resource ID: use the identity's client ID" if value.startswith("/subscriptions/") else (
+            "the value set is not one")
+        problems.append(f"{name} must be a GUID such as 00000000-0000-0000-0000-000000000000 ({found}).")
         return None
     return value
 

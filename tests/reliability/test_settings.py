@@ -89,3 +89,31 @@ async def test_fixing_a_setting_takes_effect_on_restart(use_stack):
     assert (await proxy(http_request("GET", "status"), invocation_context())).status_code == 500
     await use_stack("reader")
     assert (await proxy(http_request("GET", "status"), invocation_context())).status_code == 200
+
+
+# A secret pasted into the wrong setting: each check names the setting and the rule, never the value.
+SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+MISPLACED = [("APIM_BASE_URL", f"{SECRET}.azure-api.net/orders"), ("APIM_BASE_URL", f"ftp://{SECRET}/orders"),
+             ("API_APP_ID_URI", SECRET), ("MANAGED_IDENTITY_CLIENT_ID", SECRET),
+             ("MANAGED_IDENTITY_WRITE_CLIENT_ID", SECRET), ("AZURE_TENANT_ID", SECRET), ("TIMER_API_PATH", SECRET)]
+
+
+@pytest.mark.parametrize(("name", "value"), MISPLACED, ids=[f"{n}-{i}" for i, (n, _) in enumerate(MISPLACED)])
+async def test_a_bad_value_is_never_echoed(use_stack, name, value):
+    await use_stack("reader", **{name: value})
+    seen = [(await health(http_request("GET", "health"), invocation_context("health"))).get_body().decode(),
+            (await proxy(http_request("GET", "status"), invocation_context())).get_body().decode()]
+    with pytest.raises(ConfigurationError) as raised:
+        await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
+    seen.append(str(raised.value))
+    assert name in seen[0]
+    assert not [text for text in seen if SECRET in text]
+
+
+async def test_a_resource_id_for_a_client_id_gets_its_own_hint(use_stack):
+    resource_id = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
+                   "Microsoft.ManagedIdentity/userAssignedIdentities/id-reader")
+    await use_stack("reader", MANAGED_IDENTITY_CLIENT_ID=resource_id)
+    response = await health(http_request("GET", "health"), invocation_context("health"))
+    [problem] = json.loads(response.get_body())["error"]["problems"]
+    assert "that is a resource ID: use the identity's client ID" in problem

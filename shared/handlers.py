@@ -84,15 +84,30 @@ def _request_body(req: func.HttpRequest) -> tuple[bytes | None, str | None]:
     if content_type and not _HEADER_TEXT.fullmatch(content_type):
         # It is sent on to APIM as a header: CR/LF could split it (header injection).
         raise RequestError("The Content-Type header contains control or non-ASCII characters.")
-    if content_type and content_type.split(";")[0].strip().lower() == JSON:
-        try:
-            json.loads(body)
-        except ValueError as exc:
-            raise RequestError(f"The request body is not valid JSON ({type(exc).__name__} at byte "
-                               f"{getattr(exc, 'pos', '?')}).") from None
-        except RecursionError:  # json.loads gives up on deep nesting ("[[[[…") this way, not with ValueError
-            raise RequestError("The request body is JSON nested too deeply to check.") from None
+    if content_type and _is_json(content_type):
+        _check_json(body)
     return body, content_type
+
+
+def _is_json(content_type: str) -> bool:
+    """application/json, or a JSON-based type such as application/merge-patch+json (RFC 6839)."""
+    media_type = content_type.split(";")[0].strip().lower()
+    return media_type == JSON or media_type.endswith("+json")
+
+
+def _check_json(body: bytes) -> None:
+    try:
+        # Numbers are checked, not converted: Python caps int() at 4300 digits, JSON does not.
+        json.loads(body, parse_int=str, parse_float=str, parse_constant=_not_json)
+    except ValueError as exc:
+        raise RequestError(f"The request body is not valid JSON ({type(exc).__name__} at byte "
+                           f"{getattr(exc, 'pos', '?')}).") from None
+    except RecursionError:  # json.loads gives up on deep nesting ("[[[[…") this way, not with ValueError
+        raise RequestError("The request body is JSON nested too deeply to check.") from None
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not a JSON value")  # Python accepts NaN and Infinity; JSON (RFC 8259) does not
 
 
 def _error_response(exc: BaseException, what: str) -> func.HttpResponse:

@@ -35,6 +35,7 @@ def build_url(base_url: str, path: str, query: str = "") -> str:
 def _safe_segments(path: str) -> list[str]:
     if len(path) > MAX_PATH_LENGTH:
         raise RequestError(f"The path is longer than {MAX_PATH_LENGTH} characters.")
+    _require_unicode(path, "path")
     if _CONTROL.search(path):
         raise RequestError("The path contains control characters (such as CR or LF).")
     if "\\" in path:
@@ -67,6 +68,7 @@ def forwarded_query(query: str) -> str:
     """The caller's query minus the Functions key; refuses control characters and our key's name."""
     if not query:
         return ""
+    _require_unicode(query, "query string")
     if _CONTROL.search(query):
         raise RequestError("The query string contains control characters (such as CR or LF).")
     pairs = parse_qsl(query, keep_blank_values=True)
@@ -78,3 +80,11 @@ def forwarded_query(query: str) -> str:
     # The host accepts the key as `code` in any case (ASP.NET query names are case-insensitive),
     # so `?CODE=<key>` authenticates too and must not be passed on either.
     return urlencode([(n, v) for n, v in pairs if n.lower() != FUNCTION_KEY_PARAM])
+
+
+def _require_unicode(text: str, what: str) -> None:
+    # A lone surrogate (from a decoded %ED%A0%80, say) cannot be encoded again to send on.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(f"The {what} contains characters that are not valid Unicode text.") from None

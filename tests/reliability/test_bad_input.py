@@ -40,17 +40,17 @@ PATH_PIECES = [
     "..", ".", "/", "//", "\\", "\\\\", "%2e", "%2E%2e", "%2f", "%2F", "%5c", "%252e%252e", "%25", "%", "%zz",
     "..;", ";x=1", ":", "@", "?", "#", "&", "=", "+", " ", "\t", "\r", "\n", "\r\n", "\x00", "\x7f",
     "http:", "https://", "HTTP://", "file:", "//evil.example", "evil.example", "127.0.0.1", LISTENER,
-    "\uff0e\uff0e", "\u2024", "\u200b", "\u202e", "\u00e9", "~", "orders", "status", "1001", "a", "-", "_",
+    "\uff0e\uff0e", "\u2024", "\u200b", "\u202e", "\u00e9", "\ud800", "~", "orders", "status", "1001", "a", "-", "_",
 ]
 QUERY_PIECES = [
     "code", "CODE", "Code", "subscription-key", "Subscription-Key", "=", "&", ";", "+", "%", "%0d%0a", "%0a",
     "%00", "%26", "%3d", "%zz", "\r\n", "\x00", "a", "b", "1", " ", "\u00e9", "top", "http://evil.example",
-    "#", "?", LISTENER,
+    "#", "?", "\udfff", LISTENER,
 ]
 CONTENT_TYPES = [
     None, "application/json", "application/json; charset=utf-8", "APPLICATION/JSON", "text/plain",
     "application/json\r\nX-Injected: 1", "application/json\nAuthorization: Bearer stolen", "application/js\u00f6n",
-    "application/merge-patch+json", "multipart/form-data; boundary=x",
+    "application/merge-patch+json", "application/problem+json; charset=utf-8", "multipart/form-data; boundary=x",
 ]
 MAX = handlers.MAX_BODY_BYTES
 
@@ -77,7 +77,8 @@ bodies = st.one_of(
 def request(method: str, path: str, query: str = "", body: bytes = b"",
             content_type: str | None = None) -> func.HttpRequest:
     """As the host builds it: the route parameter decoded once, the URL as sent (encoded)."""
-    url = "http://localhost:7071/api/apim/" + quote(path, safe="/") + (f"?{query}" if query else "")
+    encoded = quote(path, safe="/", errors="surrogatepass")  # a lone surrogate arrives as %ED%A0%80
+    url = "http://localhost:7071/api/apim/" + encoded + (f"?{query}" if query else "")
     headers = {"Content-Type": content_type} if content_type is not None else {}
     return func.HttpRequest(method=method, url=url, route_params={"path": path}, body=body, headers=headers)
 
@@ -148,12 +149,17 @@ def expected_refusal(body: bytes, content_type: str | None) -> int | None:
         return 413
     if not content_type.isascii() or "\r" in content_type or "\n" in content_type:
         return 400  # header injection, or not a media type at all
-    if content_type.split(";")[0].strip().lower() == "application/json":
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
         try:
-            json.loads(body)
+            json.loads(body, parse_int=str, parse_constant=float_constants_are_not_json)
         except (ValueError, RecursionError):
             return 400
     return None
+
+
+def float_constants_are_not_json(name: str) -> None:
+    raise ValueError(name)
 
 
 @settings(PROPERTIES, max_examples=1000)
@@ -177,6 +183,19 @@ async def test_the_proxy_answers_bad_input_with_a_clear_4xx(stubbed_client, meth
         error_of(response, 413, "body_too_large")
     else:
         error_of(response, 400, "bad_request")
+
+
+@pytest.mark.parametrize(("body", "content_type", "status"), [
+    (b'{"n": ' + b"9" * 5000 + b"}", "application/json", 200),  # valid JSON, past Python's int() digit limit
+    (b'{"n": NaN}', "application/json", 400),  # Python reads it; JSON (RFC 8259) has no NaN
+    (b'{"op": "replace",', "application/merge-patch+json", 400),  # a +json type is JSON too
+    (b'{"op": "replace"}', "application/merge-patch+json", 200),
+])
+async def test_json_bodies_are_checked_as_json_not_as_python(stubbed_client, body, content_type, status):
+    _, sent = stubbed_client
+    response = await proxy(request("POST", "orders", body=body, content_type=content_type), None)
+    assert response.status_code == status
+    assert len(sent) == (1 if status == 200 else 0)
 
 
 def test_only_the_five_methods_reach_the_proxy_and_only_get_reaches_health():

@@ -71,6 +71,7 @@ class ApimResponse:
     body: bytes
     content_type: str | None
     headers: dict[str, str] = field(default_factory=dict)
+    attempts: int = 1  # sends by the retry policy (a resend after a 401 is part of one attempt)
 
 
 class WriteSafeRetryPolicy(AsyncRetryPolicy):
@@ -197,6 +198,7 @@ class ApimClient:
             body=http_response.body(),
             content_type=http_response.headers.get("Content-Type"),
             headers={name: http_response.headers[name] for name in PASSED_HEADERS if name in http_response.headers},
+            attempts=1 + len(result.context.get("history", [])),  # azure-core's retry records each retry there
         )
         return response, result.context.get("token_claims", {})
 
@@ -217,8 +219,10 @@ class ApimClient:
         if status == 429:
             raise Throttled(said, status=429, headers=response.headers,
                             hint="APIM is rate-limiting this subscription; retry after the Retry-After interval.")
-        retried = "" if method.upper() in ("POST", "PATCH") else " after retries"
-        raise UpstreamError(f"{said}{retried}", status=status)
+        retried = f" after {response.attempts - 1} retries" if response.attempts > 1 else ""
+        said = f"APIM answered {status}{retried}" + (f": {message}" if message else ".")
+        retry_after = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else {}
+        raise UpstreamError(said, status=status, headers=retry_after)
 
 
 def new_session() -> aiohttp.ClientSession:

@@ -4,7 +4,7 @@ Names (documented in the README, used in KQL):
 
 - span `apim.token.acquire`: one per token acquisition, from cache or endpoint,
   with `token.client_id`, `token.audience`, `token.source`, `token.outcome`,
-  `token.expires_on`. Never the token.
+  `token.expires_on` and, on failure, `token.error_type`. Never the token.
 - HTTP dependency spans for APIM calls: OpenTelemetry's aiohttp-client
   instrumentation on the shared session (see `shared.apim`).
 - metrics `apim.token.acquisitions` (counter, cache hits included), `apim.token.duration`
@@ -194,7 +194,8 @@ class TokenSpan:
 
     def set_failure(self, error: AppError) -> None:
         self.outcome = "failure"
-        self.span.set_attributes({"token.outcome": "failure", "error.type": type(error).__name__})
+        # Not "error.type": the Azure Monitor exporter drops that standard name from a span's properties.
+        self.span.set_attributes({"token.outcome": "failure", "token.error_type": type(error).__name__})
         self.span.set_status(Status(StatusCode.ERROR, error.message))
 
 

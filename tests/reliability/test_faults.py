@@ -87,6 +87,20 @@ async def test_a_burst_against_a_failing_identity_endpoint_shares_one_fetch(use_
     assert (await get()).status_code == 200  # the failure is not remembered once the endpoint is back
 
 
+async def test_a_failed_token_acquisition_is_exported_with_its_error_type(use_stack, control, backoff):
+    await use_stack("reader")
+    control.fault("identity", status=503, times=4)
+    context = invocation_context()
+    error_of(await proxy(http_request("GET", "status"), context), 502, "token_error")
+    telemetry.flush()
+    [span] = [e["data"]["baseData"] for e in control.telemetry()
+              if e["tags"].get("ai.operation.id") == context.trace_id
+              and e["data"]["baseData"].get("name") == "apim.token.acquire"]
+    assert span["success"] is False
+    assert span["properties"]["token.outcome"] == "failure"
+    assert span["properties"]["token.error_type"] == "TokenError"
+
+
 async def test_identity_endpoint_down_is_a_token_error_not_an_apim_error(use_stack, control, backoff):
     await use_stack("reader", IDENTITY_ENDPOINT=f"http://127.0.0.1:{closed_port()}/msi/token")
     error = error_of(await get(), 502, "token_error")
@@ -189,11 +203,24 @@ async def test_backend_503_then_ok_is_retried_for_get(use_stack, control, backof
     assert counts(control)["backend_get"] == 2
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_5xx_with_a_long_retry_after_goes_back_at_once_with_the_header(use_stack, control, backoff,
+                                                                               method):
+    await use_stack("reader")
+    control.fault("apim", status=503, retry_after=120, times=1)
+    body, headers = (ORDER, JSON) if method == "POST" else (b"", None)
+    response = await proxy(http_request(method, "orders", body=body, headers=headers), invocation_context())
+    error = error_of(response, 503, "upstream_error")
+    assert error["message"].startswith("APIM answered 503") and "retries" not in error["message"]
+    assert response.headers["Retry-After"] == "120"  # the caller decides whether to wait that long
+    assert counts(control)["apim"] == 1 and backoff == []
+
+
 async def test_apim_5xx_that_persists_is_an_upstream_error_after_three_retries(use_stack, control, backoff):
     await use_stack("reader")
     control.fault("apim", status=503, times=100)
     error = error_of(await get(), 503, "upstream_error")
-    assert "after retries" in error["message"]
+    assert error["message"].startswith("APIM answered 503 after 3 retries")
     assert counts(control)["apim"] == 4
     with pytest.raises(AppError, match="APIM answered 503"):
         await run_timer()

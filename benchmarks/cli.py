@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--out results.json] [--check] [--no-pin]`: every measurement of issue 5.
+"""`python -m benchmarks [--quick] [--out results.json] [--check] [--no-pin]`: the app against one round trip.
 
 Starts the devstack in its own process, runs each measurement in a fresh child
 process against it, prints a table of the ratios against their targets, and
@@ -28,7 +28,7 @@ from benchmarks.child import ChildError, run_child
 from benchmarks.stack import StackError, StackProcess
 
 # How much of each measurement a run does. `quick` fits in a minute on two cores; the full
-# run takes about four and gives steadier tails. Per telemetry mode (benchmarks.host.TELEMETRY):
+# run takes about three and gives steadier tails. Per telemetry mode (benchmarks.host.TELEMETRY):
 # `rounds` sequential rounds of one floor, app and lean call, `naive_calls` naive calls spread among them, and
 # `throughput_rounds` rounds of one floor and one app block of `throughput_calls` at c=64.
 PROFILES: dict[str, dict[str, Any]] = {

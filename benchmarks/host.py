@@ -19,11 +19,11 @@ from typing import Any
 
 from devstack.appsettings import LOCAL_SAMPLING_SETTINGS, app_settings
 
-# How the app's telemetry is set up in a run (DESIGN §6 leaves sampling to the Azure Monitor
-# distro). "deployed" is what `func azure functionapp publish` gives: no sampler setting, so the
-# distro's default, a rate limit of 5 traces per second (metrics are never sampled); "every"
-# exports every trace, as the devstack's local settings do so that developers see each call;
-# "off" has no connection string, so nothing is configured: for comparison only, no target.
+# How the app's telemetry is set up in a run (sampling is left to the Azure Monitor distro).
+# "deployed" is what `func azure functionapp publish` gives: no sampler setting, so the distro's
+# default, a rate limit of 5 traces per second (metrics are never sampled); "every" exports every
+# trace, as the devstack's local settings do so that developers see each call; "off" has no
+# connection string, so nothing is configured: for comparison only, no target.
 TELEMETRY = {
     "deployed": "exported, spans sampled as deployed (distro default: 5 traces/s)",
     "every": "exported, every trace (OTEL_TRACES_SAMPLER=always_on)",

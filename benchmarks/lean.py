@@ -1,6 +1,6 @@
 """A reference, not a recommendation: the app's happy path written by hand.
 
-It does what DESIGN §6 asks of every call and nothing else: the token from the
+It does what the template's telemetry promises for every call and nothing else: the token from the
 app's own `TokenSource` (with its cache-hit span and counter), one request over
 one aiohttp session, one dependency span by hand (trace context propagated to
 APIM) and the app's call metric. There is no azure-core pipeline (retries,

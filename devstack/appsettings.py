@@ -1,8 +1,8 @@
 """Turn a running stack's `endpoints.json` into the function app's settings.
 
 One mapping, used by `python -m devstack settings|env|up`, the demo and the
-tests, so that they all configure the app the same way. Setting names are the
-contract in DESIGN.md §3.
+tests, so that they all configure the app the same way. The setting names are
+those in the README's "App settings" table.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sample orders API that APIM forwards to (DESIGN.md §5).
+"""The sample orders API that APIM forwards to.
 
 Routes (paths as the backend sees them, after APIM strips the API's path):
 `GET /status`, `GET /orders`, `GET /orders/{id}`, `POST /orders`.

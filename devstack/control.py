@@ -1,4 +1,4 @@
-"""Control API: counters, received telemetry and fault injection (DESIGN.md §5)."""
+"""Control API: counters, received telemetry and fault injection (the README's devstack section)."""
 
 from __future__ import annotations
 

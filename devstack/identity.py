@@ -1,4 +1,4 @@
-"""Managed-identity token endpoints and Entra-style OpenID discovery (DESIGN.md §5).
+"""Managed-identity token endpoints and Entra-style OpenID discovery.
 
 One loopback service speaks three protocols, so the real azure-identity and msal
 clients get tokens from it unchanged:

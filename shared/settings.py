@@ -1,4 +1,4 @@
-"""App settings (DESIGN.md §3): read and validated once, every problem named.
+"""App settings (the README's table): read and validated once, every problem named.
 
 `load_settings()` never raises on import paths; callers decide when a bad
 setting matters (the `health` function reports it, the others fail with it).

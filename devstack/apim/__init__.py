@@ -1,4 +1,4 @@
-"""APIM gateway stand-in (DESIGN.md §5): subscription keys, and the policy files infra/ deploys.
+"""APIM gateway stand-in: subscription keys, and the policy files infra/ deploys.
 
 `create_app` reads `infra/apim` (api.json and the policy XML) when the stand-in
 starts and refuses to start, with a PolicyError naming each file and element, on

@@ -87,7 +87,7 @@ var roles = {
   write: 'Orders.Write'
 }
 
-// What the timer calls (DESIGN.md §3 TIMER_API_PATH): the cheapest read of the API.
+// What the timer calls (TIMER_API_PATH): the cheapest read of the API.
 var timerApiPath = '/status'
 var deploymentContainerName = 'app-package'
 

@@ -1,5 +1,5 @@
 // The Function App: Flex Consumption, Linux, Python, user-assigned identities only, identity-based
-// host storage and deployment, and every app setting of DESIGN.md §3.
+// host storage and deployment, and every app setting in the README's table.
 
 @description('Location of the plan and the app.')
 param location string
@@ -97,38 +97,6 @@ var userAssignedIdentities = union(
   empty(writerIdentityId) ? {} : { '${writerIdentityId}': {} }
 )
 
-// DESIGN.md §3 plus the platform's own settings. Flex Consumption takes the runtime from
-// functionAppConfig, so FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION are not set here.
-var appSettings = {
-  // Host storage over Entra ID with the host identity (shared keys are disabled on the account).
-  AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
-  AzureWebJobsStorage__credential: 'managedidentity'
-  AzureWebJobsStorage__clientId: hostIdentity.properties.clientId
-
-  // Telemetry: Entra-authenticated ingestion with the host identity (Monitoring Metrics Publisher).
-  APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
-  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${hostIdentity.properties.clientId};Authorization=AAD'
-  // Who configures Azure Monitor OpenTelemetry: the worker ('true') or the app itself. Never both.
-  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: pythonWorkerTelemetry ? 'true' : 'false'
-  // Export the app's own logs (logger "shared"), as shared/telemetry.py does when it configures
-  // export itself; the root logger would also ship every azure-core request log line.
-  PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME: 'shared'
-  // Azure Monitor drops metric exemplars; without this the SDK still builds one per measurement.
-  OTEL_METRICS_EXEMPLAR_FILTER: 'always_off'
-
-  // The API and how to call it (DESIGN.md §3).
-  APIM_BASE_URL: apimBaseUrl
-  // Resolved by the platform with keyVaultReferenceIdentity; the app sees the key, never the vault.
-  APIM_SUBSCRIPTION_KEY: '@Microsoft.KeyVault(SecretUri=${subscriptionKeyItemUri})'
-  API_APP_ID_URI: apiAppIdUri
-  MANAGED_IDENTITY_CLIENT_ID: readerClientId
-  // Non-GET calls: the writer identity, or the reader when it holds both roles.
-  MANAGED_IDENTITY_WRITE_CLIENT_ID: empty(writerClientId) ? readerClientId : writerClientId
-  AZURE_TENANT_ID: tenant().tenantId
-  TIMER_SCHEDULE: timerSchedule
-  TIMER_API_PATH: timerApiPath
-}
-
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225:Zone redundancy for Flex Consumption is available only in some regions and fails the deployment elsewhere; enable it (properties.zoneRedundant) where your region supports it.
   name: 'plan-${resourceToken}'
@@ -164,8 +132,40 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     // The identity that resolves @Microsoft.KeyVault(...) references (default would be system-assigned).
     keyVaultReferenceIdentity: hostIdentity.id
     siteConfig: {
-      // Set here, not in a separate sites/config resource, so one resource holds the whole app.
-      appSettings: [for setting in items(appSettings): { name: setting.key, value: setting.value }]
+      // The README's app settings plus the platform's own, set here so that one resource holds the
+      // whole app. Written out, not a loop over an object: a Bicep loop needs values known when the
+      // deployment starts, and these include other resources' properties (error BCP178).
+      // Flex Consumption takes the runtime from functionAppConfig, so FUNCTIONS_WORKER_RUNTIME and
+      // FUNCTIONS_EXTENSION_VERSION are not set.
+      appSettings: [
+        // Host storage over Entra ID with the host identity (shared keys are disabled on the account).
+        { name: 'AzureWebJobsStorage__blobServiceUri', value: storage.properties.primaryEndpoints.blob }
+        { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
+        { name: 'AzureWebJobsStorage__clientId', value: hostIdentity.properties.clientId }
+
+        // Telemetry: Entra-authenticated ingestion with the host identity (Monitoring Metrics Publisher).
+        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsights.properties.ConnectionString }
+        { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${hostIdentity.properties.clientId};Authorization=AAD' }
+        // Who configures Azure Monitor OpenTelemetry: the worker ('true') or the app itself. Never both.
+        { name: 'PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY', value: pythonWorkerTelemetry ? 'true' : 'false' }
+        // Export the app's own logs (logger "shared"), as shared/telemetry.py does when it configures
+        // export itself; the root logger would also ship every azure-core request log line.
+        { name: 'PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME', value: 'shared' }
+        // Azure Monitor drops metric exemplars; without this the SDK still builds one per measurement.
+        { name: 'OTEL_METRICS_EXEMPLAR_FILTER', value: 'always_off' }
+
+        // The API and how to call it (the README's "App settings").
+        { name: 'APIM_BASE_URL', value: apimBaseUrl }
+        // Resolved by the platform with keyVaultReferenceIdentity; the app sees the key, never the vault.
+        { name: 'APIM_SUBSCRIPTION_KEY', value: '@Microsoft.KeyVault(SecretUri=${subscriptionKeyItemUri})' }
+        { name: 'API_APP_ID_URI', value: apiAppIdUri }
+        { name: 'MANAGED_IDENTITY_CLIENT_ID', value: readerClientId }
+        // Non-GET calls: the writer identity, or the reader when it holds both roles.
+        { name: 'MANAGED_IDENTITY_WRITE_CLIENT_ID', value: empty(writerClientId) ? readerClientId : writerClientId }
+        { name: 'AZURE_TENANT_ID', value: tenant().tenantId }
+        { name: 'TIMER_SCHEDULE', value: timerSchedule }
+        { name: 'TIMER_API_PATH', value: timerApiPath }
+      ]
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'

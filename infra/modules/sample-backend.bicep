@@ -51,7 +51,7 @@ resource samplePolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01'
   parent: sampleApi
   name: 'policy'
   properties: {
-    format: 'rawxml'
+    format: 'xml' // policy.xml is XML-encoded (&quot;, &amp;&amp; in expressions); rawxml would encode it twice
     value: loadTextContent('../sample-backend/policy.xml')
   }
   dependsOn: [

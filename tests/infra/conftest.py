@@ -35,8 +35,7 @@ def function_app(templates: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def app_settings(templates: dict[str, dict[str, Any]], function_app: dict[str, Any]) -> dict[str, Any]:
-    """The Function App's settings: the object its siteConfig.appSettings loop is built from."""
-    file, _ = bicep.one(templates, "Microsoft.Web/sites")
-    loop = function_app["properties"]["siteConfig"]["appSettings"]
-    (source,) = bicep.functions(loop["loop_type"], "items")
-    return bicep.variable(templates[file], source["arg_1"])
+    """The Function App's settings, name -> value (as pycep-parser reads the expression)."""
+    entries = function_app["properties"]["siteConfig"]["appSettings"]
+    assert isinstance(entries, list), "appSettings must be written out: a loop cannot use runtime values"
+    return {entry["name"]: entry["value"] for entry in entries}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -80,3 +81,38 @@ def test_checkov_skips_are_inline_with_a_reason(file: str) -> None:
         if "checkov:skip" not in line:
             continue
         assert re.match(r"^  // checkov:skip=CKV2?_AZURE_\d+:\S.{30,}$", line), f"{file}:{number}: {line.strip()}"
+
+
+# APIM reads a policy's value as XML (format 'xml', so entities such as &quot; are decoded) or
+# as the raw text typed in the portal ('rawxml', encoded by APIM itself, so entities would be
+# encoded twice and break the policy expressions that contain them).
+_XML_ENTITY = re.compile(r"&(?:quot|amp|lt|gt|apos|#[0-9]+|#x[0-9a-fA-F]+);")
+
+
+def _policy_files(template: dict[str, Any], file: str, value: Any) -> list[Any]:
+    calls = bicep.functions(value, "load_text_content")
+    if not calls:  # a variable (e.g. a map of policies by name, indexed per operation)
+        names = {n for n in bicep.walk(value) if isinstance(n, str) and n in template.get("variables", {})}
+        calls = [call for name in sorted(names)
+                 for call in bicep.functions(bicep.variable(template, name), "load_text_content")]
+    return [(bicep.INFRA / file).parent / call["file_path"] for call in calls]
+
+
+def test_each_policy_is_sent_in_the_format_its_file_is_written_in(templates: dict[str, dict[str, Any]]) -> None:
+    checked = 0
+    for file, template in templates.items():
+        for resource in template.get("resources", {}).values():
+            if not resource["type"].lower().endswith("/policies") or resource.get("existing"):
+                continue
+            properties = bicep.body(resource)["properties"]
+            paths = _policy_files(template, file, properties["value"])
+            assert paths, f"{file}: a policy whose text does not come from a file"
+            for path in paths:
+                text = path.read_text(encoding="utf-8")
+                if properties["format"] == "rawxml":
+                    assert not _XML_ENTITY.search(text), f"{path.name} is XML-encoded: deploy it with format 'xml'"
+                else:
+                    assert properties["format"] == "xml", properties["format"]
+                    ElementTree.fromstring(text)  # noqa: S314 - a file of this repository, parsed as APIM will
+                checked += 1
+    assert checked >= 4  # API, operations (read, write) and the sample backend

@@ -29,8 +29,7 @@ from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from shared import hints, telemetry
 from shared.errors import (
     AccessDenied,
-    AppError,
-    RequestError,
+    ConfigurationError,
     Throttled,
     UnsupportedMediaType,
     UpstreamError,
@@ -104,7 +103,12 @@ class WriteSafeRetryPolicy(AsyncRetryPolicy):
 
 
 class BearerTokenPolicy(AsyncHTTPPolicy):
-    """Adds the identity's token; after a 401, gets one fresh token and sends once more."""
+    """Adds the identity's token; after a 401, gets one fresh token and sends once more.
+
+    Not azure-core's AsyncBearerTokenCredentialPolicy: it resends after a 401 only for a
+    claims challenge (CAE), which APIM's 401 never is, and TokenSource adds the single
+    fetch in flight, with its failure shared, that a burst of invocations needs.
+    """
 
     def __init__(self, source: TokenSource) -> None:
         super().__init__()
@@ -113,7 +117,8 @@ class BearerTokenPolicy(AsyncHTTPPolicy):
     async def send(self, request: PipelineRequest) -> PipelineResponse:
         url = request.http_request.url
         if not url.lower().startswith("https://") and not is_loopback(url):
-            raise RequestError("Refusing to send a bearer token over plain HTTP.")
+            # Settings validation stops this first; should it ever get here, it is configuration, not input.
+            raise ConfigurationError(["Refusing to send a bearer token over plain HTTP: APIM_BASE_URL must use https."])
         token = await self.source.get()
         self._authorize(request, token.token)
         response = await self.next.send(request)
@@ -165,10 +170,11 @@ class ApimClient:
     async def call(self, method: str, path: str, *, query: str = "", body: bytes | None = None,
                    content_type: str | None = None) -> ApimResponse:
         """Send one call; 401/403/415/429 and 5xx become typed errors with a hint."""
+        # Outside the timed part: a bad path or query is the caller's 400, not a failed call to APIM.
+        url = build_url(self.settings.apim_base_url, path, query)
         started = time.perf_counter()
         status: int | None = None
         try:
-            url = build_url(self.settings.apim_base_url, path, query)
             response, claims = await self._send(method, url, body, content_type)
             status = response.status
             self._raise_for_refusal(method, response, claims, content_type)
@@ -235,4 +241,4 @@ def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-__all__ = ["ApimClient", "ApimResponse", "AppError", "Timeouts"]
+__all__ = ["ApimClient", "ApimResponse", "BearerTokenPolicy", "Timeouts", "WriteSafeRetryPolicy"]

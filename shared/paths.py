@@ -71,7 +71,11 @@ def forwarded_query(query: str) -> str:
     _require_unicode(query, "query string")
     if _CONTROL.search(query):
         raise RequestError("The query string contains control characters (such as CR or LF).")
-    pairs = parse_qsl(query, keep_blank_values=True)
+    try:
+        # Strict: by default parse_qsl replaces invalid UTF-8 (%FF) with U+FFFD, and we would send that on.
+        pairs = parse_qsl(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise RequestError("The query string contains characters that are not valid Unicode text.") from None
     for name, value in pairs:
         if _CONTROL.search(name) or _CONTROL.search(value):
             raise RequestError("The query string contains encoded control characters (such as %0d%0a).")

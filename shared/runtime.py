@@ -33,20 +33,18 @@ class Runtime:
 
 
 _runtime: Runtime | None = None
-_settings_error: ConfigurationError | None = None
+_settings: Settings | ConfigurationError | None = None
 
 
 def settings_or_error() -> Settings | ConfigurationError:
-    """Settings, validated once; a bad setting is remembered and reported on every call."""
-    global _settings_error
-    if _runtime is not None:
-        return _runtime.settings
-    if _settings_error is None:
+    """Settings, validated once per process; a bad setting is remembered and reported on every call."""
+    global _settings
+    if _settings is None:
         try:
-            return load_settings()
+            _settings = load_settings()
         except ConfigurationError as error:
-            _settings_error = error
-    return _settings_error
+            _settings = error
+    return _settings
 
 
 def get_runtime() -> Runtime:
@@ -55,7 +53,7 @@ def get_runtime() -> Runtime:
     if _runtime is None:
         settings = settings_or_error()
         if isinstance(settings, ConfigurationError):
-            raise settings
+            raise settings.with_traceback(None)  # the same object every time: don't let tracebacks pile up
         sources = {
             client_id: TokenSource(create_credential(client_id, settings.tenant_id), settings.scope,
                                    client_id=client_id)
@@ -68,7 +66,7 @@ def get_runtime() -> Runtime:
 
 async def reset_runtime() -> None:
     """Close and forget the runtime and remembered settings (tests, demo, benchmarks)."""
-    global _runtime, _settings_error
-    runtime, _runtime, _settings_error = _runtime, None, None
+    global _runtime, _settings
+    runtime, _runtime, _settings = _runtime, None, None
     if runtime is not None:
         await runtime.close()

@@ -12,7 +12,14 @@ from aiohttp import web
 from azure.core.credentials import AccessTokenInfo
 
 from shared.apim import ApimClient, Timeouts
-from shared.errors import AccessDenied, Throttled, UnsupportedMediaType, UpstreamError, UpstreamTimeout
+from shared.errors import (
+    AccessDenied,
+    RequestError,
+    Throttled,
+    UnsupportedMediaType,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from shared.settings import Settings
 from shared.tokens import TokenSource
 
@@ -170,3 +177,14 @@ async def test_slow_upstream_times_out_as_504(server, client):
         await client.call("POST", "orders", body=b"{}", content_type="application/json")
     assert caught.value.status == 504
     assert len(script.seen) == 1  # a write that may have arrived is not sent again
+
+
+async def test_a_bad_path_is_the_callers_error_not_a_failed_call(server, client, monkeypatch):
+    script, _ = server
+    recorded: list[tuple] = []
+    monkeypatch.setattr("shared.apim.telemetry.record_call", lambda *args, **kwargs: recorded.append(args))
+    with pytest.raises(RequestError):
+        await client.call("GET", "orders/../admin")
+    assert recorded == [] and script.seen == []  # nothing sent, nothing in the apim.call.* metrics
+    await client.call("GET", "status")
+    assert [args[:2] for args in recorded] == [("GET", 200)]

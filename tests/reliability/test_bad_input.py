@@ -45,7 +45,7 @@ PATH_PIECES = [
 QUERY_PIECES = [
     "code", "CODE", "Code", "subscription-key", "Subscription-Key", "=", "&", ";", "+", "%", "%0d%0a", "%0a",
     "%00", "%26", "%3d", "%zz", "\r\n", "\x00", "a", "b", "1", " ", "\u00e9", "top", "http://evil.example",
-    "#", "?", "\udfff", LISTENER,
+    "#", "?", "\udfff", "%FF", "%ED%A0%80", LISTENER,
 ]
 CONTENT_TYPES = [
     None, "application/json", "application/json; charset=utf-8", "APPLICATION/JSON", "text/plain",
@@ -122,6 +122,12 @@ def test_a_query_is_refused_or_forwarded_without_keys_or_control_characters(quer
     assert not any(ch in name + value for name, value in pairs for ch in "\r\n\x00")
     kept = [(n, v) for n, v in parse_qsl(query, keep_blank_values=True) if n.lower() != "code"]
     assert pairs == kept  # everything else arrives, in order
+
+
+@pytest.mark.parametrize("query", ["a=%FF", "%ED%A0%80=1", "a=%C3"])
+def test_a_query_that_decodes_to_invalid_unicode_is_refused_not_rewritten(query: str) -> None:
+    with pytest.raises(RequestError, match="not valid Unicode"):
+        forwarded_query(query)
 
 
 # --- the handler, network call stubbed: thousands of cases -----------------------------------

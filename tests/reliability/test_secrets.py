@@ -27,7 +27,7 @@ from azure.functions.timer import TimerRequest
 from devstack import DevStack
 from shared import runtime, telemetry
 from shared.apim import BearerTokenPolicy
-from shared.errors import AppError, RequestError
+from shared.errors import AppError, ConfigurationError
 from shared.tokens import TokenSource
 from tests.app.conftest import FUNCTIONS, http_request, invocation_context
 from tests.reliability.conftest import Listener, closed_port
@@ -292,7 +292,7 @@ async def test_no_token_is_sent_over_plain_http_to_another_host(url):
     credential, transport = CountingCredential(), RecordingTransport()
     pipeline = AsyncPipeline(transport, [BearerTokenPolicy(TokenSource(credential, "api://x/.default",  # type: ignore[arg-type]
                                                                        client_id=None))])
-    with pytest.raises(RequestError, match="plain HTTP"):
+    with pytest.raises(ConfigurationError, match="plain HTTP"):
         await pipeline.run(HttpRequest("GET", url))
     assert transport.sent == [] and credential.calls == 0  # refused before a token was even fetched
 

@@ -36,6 +36,9 @@ class ApiApp:
     accepted_token_version: int
     read_role: str
     write_role: str
+    # appRoleAssignmentRequired on the API's service principal (infra/ sets it): Entra then
+    # issues no token for the API to an identity without an app role (AADSTS501051).
+    assignment_required: bool = True
 
     def matches(self, resource: str) -> bool:
         """True if `resource` (as sent to a token endpoint) names this app."""
@@ -87,6 +90,7 @@ def load_config(path: Path | str | None = None, **overrides: object) -> StackCon
             accepted_token_version=int(api.get("accepted_token_version", 2)),
             read_role=api["roles"]["read"],
             write_role=api["roles"]["write"],
+            assignment_required=bool(api.get("assignment_required", True)),
         ),
         identities={
             name: Identity(

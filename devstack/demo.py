@@ -54,9 +54,11 @@ class Demo:
         await self._step("3. HTTP POST /api/apim/orders as 'writer' (role Orders.Write)", self._post_order)
         await self._step("4. GET /api/health?probe=token: the token's claims, never the token", self._health)
         await runtime.reset_runtime()
-        self._configure("unassigned")
-        await self._step("5. HTTP GET /api/apim/status as 'unassigned' (no app role): denied, with a hint",
-                         self._denied)
+        self._configure("reader")
+        # The reader identity for writes too (it lacks Orders.Write): the mistake the hint explains.
+        os.environ["MANAGED_IDENTITY_WRITE_CLIENT_ID"] = self.endpoints["identities"]["reader"]["client_id"]
+        await self._step("5. HTTP POST /api/apim/orders as 'reader' only (no Orders.Write): denied by APIM, "
+                         "with a hint", self._denied)
         await runtime.reset_runtime()
         telemetry.shutdown()  # export everything before the stand-ins stop
         self._summary()
@@ -114,7 +116,9 @@ class Demo:
         return response.status_code == 200 and bool(claims), lines
 
     async def _denied(self) -> tuple[bool, list[str]]:
-        response = await self.functions["apim_proxy"](_request("GET", "status"), _context("apim_proxy"))
+        body = json.dumps({"item": "demo widget", "quantity": 1}).encode()
+        response = await self.functions["apim_proxy"](
+            _request("POST", "orders", body, {"Content-Type": "application/json"}), _context("apim_proxy"))
         error = json.loads(response.get_body()).get("error", {})
         lines = [f"{response.status_code} {error.get('code')}: {error.get('message')}", f"hint: {error.get('hint')}"]
         return response.status_code == 403 and bool(error.get("hint")), lines
@@ -126,7 +130,7 @@ class Demo:
         print("What the stand-ins saw")
         identity, apim = stats.get("identity", {}), stats.get("apim", {})
         print(f"  identity endpoint  {identity.get('token_requests', 0)} token requests "
-              "(one per identity: tokens are cached and shared)")
+              "(one per identity and run: tokens are cached and shared)")
         print(f"  APIM               {apim.get('requests', 0)} requests, by status {apim.get('by_status', {})}")
         print(f"  backend            {stats.get('backend', {}).get('by_method', {})}")
         envelopes = list(state.telemetry)

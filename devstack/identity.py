@@ -77,13 +77,15 @@ class Reason(Enum):
     UNKNOWN_IDENTITY = auto()
     NO_SYSTEM_IDENTITY = auto()
     UNKNOWN_RESOURCE = auto()
+    NOT_ASSIGNED = auto()  # the API requires an app role assignment and the identity has none
 
 
 class Refusal(Exception):
     """A token request the endpoint refuses; each endpoint words it its own way."""
 
-    def __init__(self, reason: Reason, resource: str = "") -> None:
+    def __init__(self, reason: Reason, resource: str = "", client_id: str = "") -> None:
         super().__init__(reason.name)
+        self.client_id = client_id
         self.reason = reason
         self.resource = resource
 
@@ -94,6 +96,12 @@ def _resource_not_found(resource: str, tenant_id: str) -> str:
             f"{tenant_id}. This can happen if the application has not been installed by the administrator "
             "of the tenant or consented to by any user in the tenant. You might have sent your authentication "
             "request to the wrong tenant.")
+
+
+def _not_assigned(identity_client_id: str, config: StackConfig) -> str:
+    """Entra's AADSTS501051 text: the API requires an app role and the client has none."""
+    return (f"AADSTS501051: Application '{identity_client_id}' is not assigned to a role for the application "
+            f"'{config.api.app_id_uri}'({config.api.display_name}).")
 
 
 def _entra_error(status: int, error: str, code: int, text: str) -> web.Response:
@@ -136,11 +144,10 @@ def _app_service_error(status: int, message: str, *, with_correlation: bool = Tr
 
 def _app_service_refusal(refusal: Refusal, config: StackConfig) -> web.Response:
     _log.info("app_service token request refused: %s", refusal.reason.name)
-    if refusal.reason is Reason.UNKNOWN_RESOURCE:
-        # Deliberate deviation: real App Service hides Entra's answer behind a vague
-        # 500 "An unexpected error occured while fetching the AAD Token." that clients
-        # then retry for a minute. A clear, non-retried 400 helps more on a laptop.
-        return _app_service_error(400, _resource_not_found(refusal.resource, config.tenant_id))
+    if refusal.reason in (Reason.UNKNOWN_RESOURCE, Reason.NOT_ASSIGNED):
+        # As App Service does: whatever Entra said is hidden behind this vague 500 (typo
+        # included), which clients retry. The app's hint for it names the likely causes.
+        return _app_service_error(500, "An unexpected error occured while fetching the AAD Token.")
     status, message, with_correlation = _APP_SERVICE_REFUSALS[refusal.reason]
     return _app_service_error(status, message, with_correlation=with_correlation)
 
@@ -204,9 +211,11 @@ def _imds_error(status: int, error: str, description: str) -> web.Response:
 
 def _imds_refusal(refusal: Refusal, config: StackConfig) -> web.Response:
     _log.info("imds token request refused: %s", refusal.reason.name)
+    # IMDS passes Entra's own error body through.
     if refusal.reason is Reason.UNKNOWN_RESOURCE:
-        # IMDS passes Entra's own error body through.
         return _entra_error(400, "invalid_resource", 500011, _resource_not_found(refusal.resource, config.tenant_id))
+    if refusal.reason is Reason.NOT_ASSIGNED:
+        return _entra_error(400, "invalid_grant", 501051, _not_assigned(refusal.client_id, config))
     return _imds_error(*_IMDS_REFUSALS[refusal.reason])
 
 
@@ -259,6 +268,9 @@ def _grant(state: StackState, query: Mapping[str, str], id_params: Mapping[str, 
     identity = _select_identity(state.config, query, id_params)
     if not _is_known_resource(state.config, resource):
         raise Refusal(Reason.UNKNOWN_RESOURCE, resource)
+    api = state.config.api
+    if api.assignment_required and api.matches(resource) and not identity.roles:
+        raise Refusal(Reason.NOT_ASSIGNED, resource, identity.client_id)
     token, claims = state.issuer.issue(identity, resource)
     state.stats.count(SERVICE, "tokens_issued")
     state.stats.count(SERVICE, "by_client_id", identity.client_id)

@@ -185,7 +185,13 @@ def _identity_failure(exc: ClientAuthenticationError) -> TokenError:
     if status is not None and status < 400:
         return TokenError("The identity endpoint's answer was not a token response (malformed JSON or no "
                           "access_token).", hint="In Azure this is transient: retry.")
-    if status is not None and status >= 500:
+    if status == 500:
+        # App Service answers this one vague 500 for any token Entra refuses, as well as for its own failures.
+        return TokenError("The identity endpoint failed with HTTP 500, also after azure-identity's retries.",
+                          hint="If it persists, Entra ID is refusing the token and App Service does not say why: "
+                               "check that API_APP_ID_URI names the API's app registration and that the identity "
+                               "has an app role on it (the API requires one). Otherwise it is transient: retry.")
+    if status is not None and status > 500:
         return TokenError(f"The identity endpoint failed with HTTP {status}, also after azure-identity's retries.",
                           hint="In Azure this is usually transient: retry.")
     return TokenError("The identity endpoint refused to issue a token.", hint=_identity_refusal_hint(exc))
@@ -195,6 +201,9 @@ def _identity_refusal_hint(exc: ClientAuthenticationError) -> str:
     text = str(getattr(exc, "message", "") or "")
     if "AADSTS500011" in text:  # "The resource principal named … was not found in the tenant"
         return "Entra ID has no app with this App ID URI in the tenant: check API_APP_ID_URI."
+    if "AADSTS501051" in text:  # "Application … is not assigned to a role for the application …"
+        return ("The identity has no app role on the API, and the API requires one before Entra ID issues a "
+                "token: assign it a role (an appRoleAssignedTo on the API's service principal), then retry.")
     if "No User Assigned" in text or "Identity not found" in text:
         return ("No managed identity with that client ID is assigned to this app: check "
                 "MANAGED_IDENTITY_CLIENT_ID against the identity's client ID (not its principal ID).")

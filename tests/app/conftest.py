@@ -10,6 +10,7 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.core.pipeline.transport import AioHttpTransport
 
 import function_app
 from devstack.appsettings import app_settings
@@ -76,3 +77,19 @@ def http_request(method: str, path: str, *, query: str = "", body: bytes = b"",
     params = dict(pair.split("=", 1) for pair in query.split("&") if "=" in pair) if query else {}
     return func.HttpRequest(method=method, url=url, route_params={"path": path}, params=params, body=body,
                             headers=headers or {})
+
+
+@pytest.fixture
+def backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits azure-core's retry policies ask for (Retry-After or backoff), recorded, not slept.
+
+    Both pipelines (the APIM client's and azure-identity's) sleep through their transport,
+    so this makes retries instant and lets tests assert what was honoured.
+    """
+    waits: list[float] = []
+
+    async def sleep(self: AioHttpTransport, duration: float) -> None:
+        waits.append(duration)
+
+    monkeypatch.setattr(AioHttpTransport, "sleep", sleep)
+    return waits

@@ -19,6 +19,7 @@ import msal
 import pytest
 import requests
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import CredentialUnavailableError, ManagedIdentityCredential
 from azure.identity.aio import ManagedIdentityCredential as AsyncManagedIdentityCredential
 
@@ -146,11 +147,27 @@ def test_msal_managed_identity_client_gets_a_v2_token(mode: str, endpoints: dict
 def test_no_id_means_the_system_assigned_identity(mode: str, endpoints: dict[str, Any]) -> None:
     system = endpoints["identities"]["system"]
     with ManagedIdentityCredential() as credential:
-        token = credential.get_token(SCOPE)
+        # Not the API: it requires an app role, and the system identity holds none.
+        token = credential.get_token("https://management.azure.com/.default")
 
-    claims = verified_claims(token.token, endpoints["openid_config_url"], endpoints["api_client_id"])
-    assert_v2_app_token(claims, system, endpoints)
-    assert "roles" not in claims  # the system identity holds no app role
+    claims = jwt.decode(token.token, options={"verify_signature": False})
+    assert claims["oid"] == system["principal_id"] and "roles" not in claims
+
+
+def test_an_identity_without_an_app_role_gets_no_token_for_the_api(endpoints: dict[str, Any]) -> None:
+    # The API's service principal requires assignment (appRoleAssignmentRequired, as infra/ sets it).
+    unassigned = endpoints["identities"]["unassigned"]["client_id"]
+    app_service = app_service_get(endpoints, resource=RESOURCE, client_id=unassigned)
+    assert app_service.status_code == 500  # App Service hides Entra's reason, as it does for any refusal
+    assert app_service.json()["message"] == "An unexpected error occured while fetching the AAD Token."
+
+    imds = imds_get(endpoints, resource=RESOURCE, client_id=unassigned)
+    assert imds.status_code == 400  # IMDS passes Entra's answer through
+    assert imds.json()["error_codes"] == [501051]
+    assert imds.json()["error_description"].startswith(f"AADSTS501051: Application '{unassigned}' is not assigned")
+
+    other = app_service_get(endpoints, resource="https://management.azure.com", client_id=unassigned)
+    assert other.status_code == 200  # only the API requires a role
 
 
 @pytest.mark.parametrize("selector", ["object_id", "resource_id"])
@@ -280,9 +297,8 @@ async def test_unknown_identity_error_carries_azures_text_aio(mode: str) -> None
 
 def test_unknown_resource_is_entras_aadsts500011(endpoints: dict[str, Any]) -> None:
     app_service = app_service_get(endpoints, resource="api://not-registered")
-    assert app_service.status_code == 400
-    assert app_service.json()["message"].startswith(
-        "AADSTS500011: The resource principal named api://not-registered was not found in the tenant")
+    assert app_service.status_code == 500  # App Service's vague answer for any refusal by Entra
+    assert app_service.json()["message"] == "An unexpected error occured while fetching the AAD Token."
 
     imds = imds_get(endpoints, resource="api://not-registered")
     assert imds.status_code == 400
@@ -292,8 +308,10 @@ def test_unknown_resource_is_entras_aadsts500011(endpoints: dict[str, Any]) -> N
     assert body["error_description"].startswith("AADSTS500011: The resource principal named api://not-registered")
 
 
-def test_unknown_resource_fails_azure_identity_with_aadsts500011(mode: str) -> None:
-    with ManagedIdentityCredential() as credential, pytest.raises(ClientAuthenticationError, match="AADSTS500011"):
+def test_unknown_resource_fails_azure_identity(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RequestsTransport, "sleep", lambda self, duration: None)  # App Service's 500 is retried
+    expected = "AADSTS500011" if mode == "imds" else "unexpected error occured while fetching the AAD Token"
+    with ManagedIdentityCredential() as credential, pytest.raises(ClientAuthenticationError, match=expected):
         credential.get_token("api://not-registered/.default")
 
 
@@ -450,15 +468,16 @@ def test_identity_faults_are_kept_for_token_requests(endpoints: dict[str, Any], 
     assert requests.get(endpoints["openid_config_url"], timeout=5).status_code == 200
     assert requests.get(endpoints["jwks_uri"], timeout=5).status_code == 200
 
-    assert app_service_get(endpoints).status_code == 503
-    assert app_service_get(endpoints).status_code == 200
+    reader = endpoints["identities"]["reader"]["client_id"]
+    assert app_service_get(endpoints, client_id=reader).status_code == 503
+    assert app_service_get(endpoints, client_id=reader).status_code == 200
     assert stats(control)["jwks_requests"] == 1
 
 
 def test_token_and_identity_header_are_never_logged(caplog: pytest.LogCaptureFixture,
                                                     endpoints: dict[str, Any]) -> None:
     caplog.set_level(logging.DEBUG, logger="devstack")
-    good = app_service_get(endpoints)
+    good = app_service_get(endpoints, client_id=endpoints["identities"]["reader"]["client_id"])
     app_service_get(endpoints, header="a-wrong-header-value")
 
     devstack_log = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("devstack"))

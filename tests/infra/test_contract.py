@@ -151,6 +151,9 @@ def test_roles_and_token_version_match_the_devstack(main: dict[str, Any], templa
     assert bicep.variable(main, "roles") == api["roles"]
     _, app = bicep.one(templates, "Microsoft.Graph/applications")
     assert app["api"]["requestedAccessTokenVersion"] == api["accepted_token_version"]
+    # Without an app role, no token: the devstack must refuse it just as Entra will.
+    _, principal = bicep.one(templates, "Microsoft.Graph/servicePrincipals")
+    assert principal["appRoleAssignmentRequired"] is api["assignment_required"]
 
 
 # ---- the sample backend -------------------------------------------------------------------------

@@ -18,12 +18,11 @@ from typing import Any
 import azure.functions as func
 import pytest
 from aiohttp import web
-from azure.core.pipeline.transport import AioHttpTransport
 from hypothesis import HealthCheck, settings
 
 from shared import credentials, runtime
 from shared.apim import ApimClient, Timeouts
-from tests.app.conftest import telemetry_to_devstack, use_stack  # noqa: F401 - fixtures, used by name
+from tests.app.conftest import backoff, telemetry_to_devstack, use_stack  # noqa: F401 - fixtures, used by name
 
 # Deterministic property tests: the same examples on every run, nothing stored between runs.
 PROPERTIES = settings(derandomize=True, database=None, deadline=None, print_blob=True,
@@ -32,22 +31,6 @@ PROPERTIES = settings(derandomize=True, database=None, deadline=None, print_blob
 # Per attempt, for the tests that make APIM or the identity endpoint slow (a fault's delay_ms exceeds these).
 SHORT_READ_TIMEOUT = 0.4
 SLOW_MS = 1000
-
-
-@pytest.fixture
-def backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The waits azure-core's retry policies ask for (Retry-After or backoff), recorded, not slept.
-
-    Both pipelines (the APIM client's and azure-identity's) sleep through their transport,
-    so this makes retries instant and lets tests assert what was honoured.
-    """
-    waits: list[float] = []
-
-    async def sleep(self: AioHttpTransport, duration: float) -> None:
-        waits.append(duration)
-
-    monkeypatch.setattr(AioHttpTransport, "sleep", sleep)
-    return waits
 
 
 @pytest.fixture

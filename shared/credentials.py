@@ -18,8 +18,9 @@ from azure.identity.aio import (
     ManagedIdentityCredential,
 )
 
-# Set by App Service / Functions (IDENTITY_ENDPOINT) or present on Azure VMs (IMDS is
-# probed by azure-identity itself); WEBSITE_INSTANCE_ID marks any App Service host.
+# Set on App Service and Functions (IDENTITY_ENDPOINT, WEBSITE_INSTANCE_ID; MSI_ENDPOINT in the
+# older protocol) and with AKS pod identity. Elsewhere (a VM included), without a client ID, the
+# developer's login is used: set MANAGED_IDENTITY_CLIENT_ID to use a VM's identity.
 _AZURE_HOST_MARKERS = ("IDENTITY_ENDPOINT", "MSI_ENDPOINT", "WEBSITE_INSTANCE_ID", "AZURE_POD_IDENTITY_AUTHORITY_HOST")
 
 # azure-identity waits up to 300 s for each answer from the identity endpoint, and tries
@@ -47,10 +48,3 @@ def create_credential(client_id: str | None, tenant_id: str | None = None,
         AzureCliCredential(tenant_id=tenant_id),
         AzureDeveloperCliCredential(tenant_id=tenant_id),
     )
-
-
-def describe(credential: AsyncTokenCredential) -> str:
-    """A short, non-secret name for telemetry and health output."""
-    if isinstance(credential, ManagedIdentityCredential):
-        return "managed_identity"
-    return "developer_credential"

@@ -145,6 +145,10 @@ def map_exception(exc: BaseException, *, target: str = "APIM") -> AppError:
         return _identity_failure(exc)
     if isinstance(exc, ServiceRequestTimeoutError | ServiceResponseTimeoutError | asyncio.TimeoutError):
         return UpstreamTimeout(f"{target} did not answer in time.")
+    if isinstance(exc, ServiceRequestError) and not _failed_to_connect(exc):
+        # azure-core's aiohttp transport raises ServiceRequestError for any failure before a response,
+        # a connection closed after the request went out included: that one is not "could not connect".
+        return UpstreamUnavailable(f"The connection to {target} failed before a complete answer.")
     if isinstance(exc, ServiceRequestError):
         return UpstreamUnavailable(f"Could not connect to {target}.",
                                    hint="Check APIM_BASE_URL and that the gateway is reachable.")
@@ -153,6 +157,12 @@ def map_exception(exc: BaseException, *, target: str = "APIM") -> AppError:
     if isinstance(exc, ServiceResponseError | IncompleteReadError | aiohttp.ClientError):
         return UpstreamUnavailable(f"The connection to {target} failed before a complete answer.")
     return AppError("Unexpected error while calling the API.")
+
+
+def _failed_to_connect(exc: ServiceRequestError) -> bool:
+    inner = getattr(exc, "inner_exception", None)
+    # Only aiohttp errors can say more; anything else is taken at azure-core's word.
+    return not isinstance(inner, aiohttp.ClientError) or isinstance(inner, aiohttp.ClientConnectorError)
 
 
 IDENTITY_ENDPOINT = "the managed-identity endpoint"

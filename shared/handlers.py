@@ -99,9 +99,13 @@ def _check_json(body: bytes) -> None:
     try:
         # Numbers are checked, not converted: Python caps int() at 4300 digits, JSON does not.
         json.loads(body, parse_int=str, parse_float=str, parse_constant=_not_json)
-    except ValueError as exc:
-        raise RequestError(f"The request body is not valid JSON ({type(exc).__name__} at byte "
-                           f"{getattr(exc, 'pos', '?')}).") from None
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"The request body is not valid JSON: {exc.msg} (line {exc.lineno}, column "
+                           f"{exc.colno}).") from None
+    except UnicodeDecodeError:
+        raise RequestError("The request body is not JSON: it is not UTF-8 (or UTF-16/32) text.") from None
+    except ValueError as exc:  # from _not_json
+        raise RequestError(f"The request body is not valid JSON: {exc}.") from None
     except RecursionError:  # json.loads gives up on deep nesting ("[[[[…") this way, not with ValueError
         raise RequestError("The request body is JSON nested too deeply to check.") from None
 

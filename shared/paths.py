@@ -19,7 +19,6 @@ SUBSCRIPTION_KEY_PARAM = "subscription-key"
 
 _SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ENCODED = re.compile(r"%[0-9a-fA-F]{2}")
 MAX_PATH_LENGTH = 2048
 
 
@@ -40,8 +39,8 @@ def _safe_segments(path: str) -> list[str]:
         raise RequestError("The path contains control characters (such as CR or LF).")
     if "\\" in path:
         raise RequestError("The path contains a backslash.")
-    if _ENCODED.search(path) or "%" in path:
-        raise RequestError("The path contains percent-encoded characters after decoding; encode it only once.")
+    if "%" in path:  # the host decoded the path once; a '%' left is encoded twice, or not encoding at all
+        raise RequestError("The path contains '%' after the host decoded it: percent-encode the path exactly once.")
     if not path.strip("/"):
         raise RequestError("The path is empty: call /api/apim/<path under APIM_BASE_URL>, e.g. /api/apim/status.")
     segments = path.strip("/").split("/") if not path.startswith("//") else [""]

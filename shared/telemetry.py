@@ -183,9 +183,8 @@ def _cache_hit_attributes(client_id: str, scope: str, source: str,
 class TokenSpan:
     """The span of one request to the identity endpoint; records the metrics when it ends."""
 
-    def __init__(self, span: Span, attributes: dict[str, str]) -> None:
+    def __init__(self, span: Span) -> None:
         self.span = span
-        self.attributes = attributes
         self.outcome = "failure"
 
     def set_outcome(self, outcome: str, token: AccessTokenInfo) -> None:
@@ -205,7 +204,7 @@ def token_span(client_id: str, scope: str) -> Iterator[TokenSpan]:
     started = time.perf_counter()
     with tracer.start_as_current_span(TOKEN_SPAN, attributes=attributes, record_exception=False,
                                       set_status_on_exception=False) as span:
-        recorder = TokenSpan(span, attributes)
+        recorder = TokenSpan(span)
         try:
             yield recorder
         finally:

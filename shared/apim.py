@@ -177,7 +177,7 @@ class ApimClient:
         try:
             response, claims = await self._send(method, url, body, content_type)
             status = response.status
-            self._raise_for_refusal(method, response, claims, content_type)
+            self._raise_for_status(method, response, claims, content_type)
         except Exception as exc:
             error = map_exception(exc)
         else:
@@ -208,26 +208,24 @@ class ApimClient:
         )
         return response, result.context.get("token_claims", {})
 
-    def _raise_for_refusal(self, method: str, response: ApimResponse, claims: dict[str, Any],
-                           content_type: str | None) -> None:
+    def _raise_for_status(self, method: str, response: ApimResponse, claims: dict[str, Any],
+                          content_type: str | None) -> None:
+        """APIM's refusals (401, 403, 415, 429) and 5xx as typed errors; any other answer is the API's own."""
         status = response.status
         if status < 500 and status not in (401, 403, 415, 429):
             return  # the API's own answer (2xx, 3xx, 404, 400, …) goes back as it is
         message = hints.apim_message(response.body, secrets=(self.settings.subscription_key,))
-        said = f"APIM answered {status}" + (f": {message}" if message else ".")
+        retried = f" after {response.attempts - 1} retries" if response.attempts > 1 else ""
+        said = f"APIM answered {status}{retried}" + (f": {message}" if message else ".")
+        retry_after = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else {}
         if status in (401, 403):
             hint = hints.hint_for(status, message, method=method, claims=claims, settings=self.settings)
             raise AccessDenied(said, status=status, hint=hint)
         if status == 415:
-            hint = hints.hint_for(status, message, method=method, claims=claims, settings=self.settings,
-                                  content_type=content_type)
-            raise UnsupportedMediaType(said, status=status, hint=hint)
+            raise UnsupportedMediaType(said, status=status, hint=hints.content_type_hint(content_type))
         if status == 429:
-            raise Throttled(said, status=429, headers=response.headers,
+            raise Throttled(said, status=429, headers=retry_after,
                             hint="APIM is rate-limiting this subscription; retry after the Retry-After interval.")
-        retried = f" after {response.attempts - 1} retries" if response.attempts > 1 else ""
-        said = f"APIM answered {status}{retried}" + (f": {message}" if message else ".")
-        retry_after = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else {}
         raise UpstreamError(said, status=status, headers=retry_after)
 
 

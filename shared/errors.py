@@ -107,7 +107,7 @@ class UnsupportedMediaType(UpstreamError):
 
 
 class Throttled(UpstreamError):
-    """APIM kept answering 429 after the retries we allow."""
+    """APIM answered 429, after the retries we allow or with a Retry-After too long to wait for."""
 
     code = "throttled"
 

@@ -33,12 +33,14 @@ def apim_message(body: bytes, secrets: Iterable[str | None] = ()) -> str:
     return scrub(str(message or ""), secrets)[:300]  # scrubbed first: a cap could cut a secret in two
 
 
-def hint_for(status: int, message: str, *, method: str, claims: dict[str, Any], settings: Settings,
-             content_type: str | None = None) -> str:
-    if status == 415:
-        sent = content_type or "none"
-        return (f"The API does not accept the request's content type ({sent}). Send the body as JSON with "
-                "'Content-Type: application/json'.")
+def content_type_hint(content_type: str | None) -> str:
+    """For a 415: what was sent, and what the API takes."""
+    return (f"The API does not accept the request's content type ({content_type or 'none'}). Send the body as "
+            "JSON with 'Content-Type: application/json'.")
+
+
+def hint_for(status: int, message: str, *, method: str, claims: dict[str, Any], settings: Settings) -> str:
+    """For a 401 or 403: the subscription key, the token, or the identity's app roles."""
     lowered = message.lower()
     if "subscription key" in lowered:
         return _subscription_key_hint(lowered, settings)
@@ -53,8 +55,7 @@ def hint_for(status: int, message: str, *, method: str, claims: dict[str, Any], 
         return (f"Identity {identity} has no app role on the API {settings.api_app_id_uri}: assign it a role "
                 "(an appRoleAssignedTo on the API's service principal; infra/ does this), then wait a few "
                 "minutes for a new token.")
-    which = "MANAGED_IDENTITY_WRITE_CLIENT_ID" if method.upper() not in ("GET", "HEAD", "OPTIONS") else (
-        "MANAGED_IDENTITY_CLIENT_ID")
+    which = settings.identity_setting_for(method)
     return (f"Identity {identity} has roles {roles} on {settings.api_app_id_uri}, but APIM requires another role "
             f"for {method.upper()}. Assign the required role, or set {which} to an identity that has it.")
 

@@ -57,7 +57,7 @@ def get_runtime() -> Runtime:
         sources = {
             client_id: TokenSource(create_credential(client_id, settings.tenant_id), settings.scope,
                                    client_id=client_id)
-            for client_id in {settings.client_id, settings.client_id_for("POST")}
+            for client_id in settings.client_ids
         }
         redact_library_logs(secrets=(settings.subscription_key,))  # after the credentials imported their modules
         _runtime = Runtime(settings=settings, client=ApimClient(settings, sources), token_sources=sources)

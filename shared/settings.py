@@ -19,6 +19,10 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
 
 
+# Calls that only read: made with MANAGED_IDENTITY_CLIENT_ID; any other method may use the writer.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 @dataclass(frozen=True)
 class Settings:
     apim_base_url: str
@@ -35,9 +39,19 @@ class Settings:
 
     def client_id_for(self, method: str) -> str | None:
         """The identity for a call: the writer for anything but a read, when one is set."""
-        if method.upper() in ("GET", "HEAD", "OPTIONS"):
+        if method.upper() in READ_METHODS:
             return self.client_id
         return self.write_client_id or self.client_id
+
+    @property
+    def client_ids(self) -> set[str | None]:
+        """Every identity the calls use (None: the default identity), each once."""
+        return {self.client_id_for("GET"), self.client_id_for("POST")}
+
+    @staticmethod
+    def identity_setting_for(method: str) -> str:
+        """The app setting that names the identity for `method`."""
+        return "MANAGED_IDENTITY_CLIENT_ID" if method.upper() in READ_METHODS else "MANAGED_IDENTITY_WRITE_CLIENT_ID"
 
     def summary(self) -> dict[str, object]:
         """What `health` shows: no secret values, only whether they are set."""

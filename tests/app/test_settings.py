@@ -35,6 +35,14 @@ def test_good_settings_are_normalised():
 def test_writer_falls_back_to_the_reader_identity():
     settings = load_settings({**GOOD, "MANAGED_IDENTITY_WRITE_CLIENT_ID": ""})
     assert settings.client_id_for("DELETE") == GOOD["MANAGED_IDENTITY_CLIENT_ID"]
+    assert settings.client_ids == {GOOD["MANAGED_IDENTITY_CLIENT_ID"]}  # one identity, one token source
+
+
+def test_each_method_names_the_setting_of_its_identity():
+    settings = load_settings(GOOD)
+    assert settings.client_ids == {GOOD["MANAGED_IDENTITY_CLIENT_ID"], GOOD["MANAGED_IDENTITY_WRITE_CLIENT_ID"]}
+    assert settings.identity_setting_for("head") == "MANAGED_IDENTITY_CLIENT_ID"
+    assert settings.identity_setting_for("PATCH") == "MANAGED_IDENTITY_WRITE_CLIENT_ID"
 
 
 def test_only_required_settings_are_required():

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
-
-from devstack import DevStack
 
 Call = Callable[..., Awaitable[tuple[int, dict[str, str], bytes]]]
 SERVICES = ["backend", "ingestion"]
@@ -21,19 +19,6 @@ def _telemetry_item(endpoints: dict[str, Any]) -> dict[str, Any]:
     ikey = endpoints["connection_string"].split(";")[0].split("=", 1)[1]
     return {"name": "Microsoft.ApplicationInsights.Message", "time": datetime.now(UTC).isoformat(), "iKey": ikey,
             "data": {"baseType": "MessageData", "baseData": {"ver": 2, "message": "fault test"}}}
-
-
-@pytest.fixture(scope="module")
-def devstack() -> Iterator[DevStack]:
-    """A stack of its own: the app's telemetry exporter, set up by other tests for the session's
-    stack, posts to ingestion in the background and could take the one-shot faults set here."""
-    with DevStack() as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def endpoints(devstack: DevStack) -> dict[str, Any]:
-    return devstack.endpoints
 
 
 @pytest.fixture

@@ -31,8 +31,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.trace import SpanKind
 
-from devstack import DevStack
-
 RESOURCE = Resource.create({"service.name": "devstack-tests"})
 
 
@@ -43,19 +41,6 @@ def instrumentation_key(endpoints: dict[str, Any]) -> str:
 
 def by_base_type(envelopes: list[dict[str, Any]], base_type: str) -> list[dict[str, Any]]:
     return [e for e in envelopes if e["data"]["baseType"] == base_type]
-
-
-@pytest.fixture(scope="module")
-def devstack() -> Iterator[DevStack]:
-    """A stack of its own: the app's telemetry exporter, set up by other tests for the session's
-    stack, posts in the background and would add to the counts and take the faults asserted here."""
-    with DevStack() as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def endpoints(devstack: DevStack) -> dict[str, Any]:
-    return devstack.endpoints
 
 
 @pytest.fixture

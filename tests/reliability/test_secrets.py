@@ -283,15 +283,20 @@ class RecordingTransport(AsyncHttpTransport):
         pass
 
 
+def recording_pipeline() -> tuple[AsyncPipeline, CountingCredential, RecordingTransport]:
+    """BearerTokenPolicy alone over a transport that records what it would send."""
+    credential, transport = CountingCredential(), RecordingTransport()
+    source = TokenSource(credential, "api://x/.default", client_id=None)  # type: ignore[arg-type]
+    return AsyncPipeline(transport, [BearerTokenPolicy(source)]), credential, transport
+
+
 @pytest.mark.parametrize("url", [
     "http://apim.contoso.example/orders/status", "HTTP://APIM.CONTOSO.EXAMPLE/orders", "http://10.0.0.4/orders",
     "http://127.0.0.2/orders", "http://localhost.contoso.example/orders", "http://127.0.0.1.nip.io/orders",
     "http://localhost@apim.contoso.example/orders", "ftp://apim.contoso.example/orders",
 ])
 async def test_no_token_is_sent_over_plain_http_to_another_host(url):
-    credential, transport = CountingCredential(), RecordingTransport()
-    pipeline = AsyncPipeline(transport, [BearerTokenPolicy(TokenSource(credential, "api://x/.default",  # type: ignore[arg-type]
-                                                                       client_id=None))])
+    pipeline, credential, transport = recording_pipeline()
     with pytest.raises(ConfigurationError, match="plain HTTP"):
         await pipeline.run(HttpRequest("GET", url))
     assert transport.sent == [] and credential.calls == 0  # refused before a token was even fetched
@@ -302,9 +307,7 @@ async def test_no_token_is_sent_over_plain_http_to_another_host(url):
     "http://localhost:8080/orders", "http://[::1]:8080/orders",
 ])
 async def test_tokens_go_over_https_or_to_loopback(url):
-    credential, transport = CountingCredential(), RecordingTransport()
-    pipeline = AsyncPipeline(transport, [BearerTokenPolicy(TokenSource(credential, "api://x/.default",  # type: ignore[arg-type]
-                                                                       client_id=None))])
+    pipeline, _, transport = recording_pipeline()
     with pytest.raises(ServiceRequestError):
         await pipeline.run(HttpRequest("GET", url))
     assert transport.sent == [(url, "Bearer secret-token")]

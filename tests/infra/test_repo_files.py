@@ -52,10 +52,13 @@ def test_ci_workflow_runs_ci_run_on_push_and_pull_request() -> None:
     assert re.search(r"^on:\n(  .*\n)*  pull_request:", text, re.MULTILINE)
     assert "run: bash .ci/run" in text
     assert "secrets." not in text
+    # The real compiler and linter, which the offline checks only approximate.
+    assert "az bicep build --file infra/main.bicep" in text
+    assert "az bicep lint --file infra/main.bicep" in text
 
 
 def test_deploy_workflow_uses_oidc_and_no_secrets() -> None:
-    text = _read(WORKFLOWS / "deploy.yml")
+    text = _read(WORKFLOWS / "azure-dev.yml")
     assert "id-token: write" in text
     assert "uses: azure/login@" in text
     for field in ("client-id", "tenant-id", "subscription-id"):
@@ -64,7 +67,16 @@ def test_deploy_workflow_uses_oidc_and_no_secrets() -> None:
     assert "creds:" not in text and "client-secret" not in text
     provision, deploy = text.index("azd provision --no-prompt"), text.index("azd deploy --no-prompt")
     assert provision < deploy
+    # ARM validates the template before anything is created.
+    assert text.index("az deployment sub validate") < provision
+    assert text.index("azd provision --preview --no-prompt") < provision
+    assert text.index("az bicep lint --file infra/main.bicep") < provision
     assert "bash .ci/run" in text  # the offline checks gate the deployment
+
+
+def test_deploy_workflow_is_the_one_azd_pipeline_config_looks_for() -> None:
+    assert (WORKFLOWS / "azure-dev.yml").is_file()
+    assert not (WORKFLOWS / "deploy.yml").exists()
 
 
 def _ignored_by(patterns_file: Path, name: str) -> bool:

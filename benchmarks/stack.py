@@ -59,7 +59,7 @@ class StackProcess:
         endpoints_file = self.state_dir / "endpoints.json"
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "devstack", "up", "--state-dir", str(self.state_dir)],
+                [sys.executable, "-m", "devstack", "up", "--state-dir", str(self.state_dir), "--free-ports"],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pinned_to(self.cpus))
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not endpoints_file.exists():

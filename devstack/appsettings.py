@@ -7,6 +7,8 @@ those in the README's "App settings" table.
 
 from __future__ import annotations
 
+import ipaddress
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +32,13 @@ OFFLINE_EXPORTER_SETTINGS = {
 # starts from an empty window: right after start-up it drops most spans. Locally
 # every trace should show, so the stand-in's settings keep them all.
 LOCAL_SAMPLING_SETTINGS = {"OTEL_TRACES_SAMPLER": "always_on"}
+
+
+# Settings a developer may have changed on purpose: updating an existing local.settings.json
+# adds them when missing but never replaces them. Every other setting the stand-in writes is
+# its own (endpoints, header, key, client IDs, ...) and is replaced with the running stack's.
+KEPT_IF_SET = frozenset({"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "TIMER_SCHEDULE", "TIMER_API_PATH",
+                         "OTEL_TRACES_SAMPLER"})
 
 
 class UnknownIdentity(ValueError):
@@ -86,3 +95,53 @@ def local_settings(endpoints: Mapping[str, Any], identity: str = DEFAULT_IDENTIT
             **app_settings(endpoints, identity),
         },
     }
+
+
+def update_local_settings(document: Mapping[str, Any], endpoints: Mapping[str, Any],
+                          identity: str = DEFAULT_IDENTITY) -> dict[str, Any]:
+    """`document` (an existing local.settings.json) pointed at the stack; everything else is kept."""
+    fresh = local_settings(endpoints, identity)["Values"]
+    values = dict(document.get("Values") or {})
+    for name, value in fresh.items():
+        if name in KEPT_IF_SET:
+            values.setdefault(name, value)
+        else:
+            values[name] = value
+    if "APIM_SUBSCRIPTION_KEY" not in fresh:  # this stack's API takes no key: a stale one would mislead
+        values.pop("APIM_SUBSCRIPTION_KEY", None)
+    return {**document, "IsEncrypted": False, "Values": values}
+
+
+def azure_reason(values: Mapping[str, Any]) -> str | None:
+    """Why these settings point at something other than a stand-in on loopback, or None."""
+    for name, value in values.items():
+        if ("APIM_BASE_URL" in name or name == "IDENTITY_ENDPOINT") and isinstance(value, str) and value \
+                and not is_loopback_url(value):
+            return f"{name} is {value}, not a loopback address"
+    connection = values.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    if isinstance(connection, str) and connection.strip():
+        ingestion = _connection_string_part(connection, "IngestionEndpoint")
+        if not ingestion or not is_loopback_url(ingestion):
+            return "APPLICATIONINSIGHTS_CONNECTION_STRING sends telemetry to Azure, not to a loopback address"
+    if values.get("APIM_BASE_URL") and not values.get("IDENTITY_ENDPOINT"):
+        return ("it sets APIM_BASE_URL but no IDENTITY_ENDPOINT, as a laptop-against-Azure file does "
+                "(the app then signs in with your developer credential)")
+    return None
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urllib.parse.urlsplit(url.strip()).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _connection_string_part(connection: str, key: str) -> str:
+    for part in connection.split(";"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == key.lower():
+            return value.strip()
+    return ""

@@ -1,8 +1,8 @@
 """`python -m devstack`: run the stand-in and point the function app at it.
 
     up        start every stand-in on loopback until Ctrl+C / SIGTERM
-    settings  write a Core Tools local.settings.json for the running stack
-    env       print `export NAME=value` lines for the running stack
+    settings  write (or update) a Core Tools local.settings.json for the running stack
+    env       print `export NAME=value` lines for the running stack (--unset: leave it)
     demo      run the real functions in-process against a fresh stack
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import shlex
 import signal
 import sys
@@ -19,16 +20,27 @@ import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from devstack.appsettings import DEFAULT_IDENTITY, UnknownIdentity, app_settings, local_settings
-from devstack.config import StackConfig, load_config
-from devstack.stack import DevStack, StackAlreadyRunning
+from devstack.appsettings import (
+    DEFAULT_IDENTITY,
+    UnknownIdentity,
+    app_settings,
+    azure_reason,
+    local_settings,
+    update_local_settings,
+)
+from devstack.config import StackConfig, load_config, parse_port
+from devstack.stack import DevStack, PortUnavailable, StackAlreadyRunning
 
 DEFAULT_STATE_DIR = Path(".devstack")
 PROG = "python -m devstack"
+# Set (to anything but "" or "0") to make `up` pick free ports, as --free-ports does: the
+# test suite sets it so that its stacks never collide with yours or with each other.
+FREE_PORTS_ENV = "DEVSTACK_FREE_PORTS"
 
 
 class CliError(Exception):
@@ -40,17 +52,22 @@ class CliError(Exception):
 
 def cmd_up(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
+    ports = _ports(args, config)
     stop = threading.Event()
     _on_stop_signals(stop.set)  # before start(): a SIGTERM during startup still stops cleanly
-    stack = DevStack(config=config, state_dir=args.state_dir)
+    stack = DevStack(config=config, state_dir=args.state_dir, ports=ports)
     try:
         stack.start()
     except StackAlreadyRunning as exc:
         raise CliError(str(exc)) from None
+    except PortUnavailable as exc:
+        raise CliError(f"{exc}. Is another devstack (another --state-dir) or program using port {exc.port}? "
+                       f"Stop it, choose another port with --port {exc.service}=PORT (or the \"ports\" entry of "
+                       "a --config file), or let every service pick a free one with --free-ports") from None
     except Exception as exc:
         raise CliError(f"could not start the stand-in: {exc}") from exc
     try:
-        print(banner(stack.endpoints, args.state_dir), flush=True)
+        print(banner(stack.endpoints, args.state_dir, fixed_ports=not _free_ports(args)), flush=True)
         while not stop.wait(0.5):  # a timed wait stays responsive to signals on every platform
             pass
     finally:
@@ -68,14 +85,33 @@ def _load_config(path: Path | None) -> StackConfig:
         raise CliError(f"cannot read config '{path}': {exc}") from None
 
 
+def _ports(args: argparse.Namespace, config: StackConfig) -> dict[str, int]:
+    """The ports `up` listens on: the config's with --port overrides; with free ports, only the overrides."""
+    overrides = {}
+    for item in args.port:
+        service, _, value = (part.strip() for part in item.partition("="))
+        try:
+            overrides[service] = parse_port(service, value)
+        except ValueError as exc:
+            raise CliError(f"--port {item}: {exc} (use --port SERVICE=PORT, e.g. --port apim=7172)") from None
+    return overrides if _free_ports(args) else {**config.ports, **overrides}
+
+
+def _free_ports(args: argparse.Namespace) -> bool:
+    return bool(args.free_ports) or os.environ.get(FREE_PORTS_ENV, "") not in ("", "0")
+
+
 def _on_stop_signals(callback: Callable[[], None]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: callback())
 
 
-def banner(endpoints: Mapping[str, Any], state_dir: Path) -> str:
+def banner(endpoints: Mapping[str, Any], state_dir: Path, *, fixed_ports: bool = True) -> str:
     """What `up` prints: where everything listens and how to point the app at it."""
     dir_arg = "" if state_dir == DEFAULT_STATE_DIR else f" --state-dir {shlex.quote(str(state_dir))}"
+    lifetime = (f"Fixed ports, and the identity header and key are kept in {state_dir}: settings written now "
+                "stay valid after a restart." if fixed_ports else
+                "Free ports (--free-ports): settings written now are valid for this run only.")
     return "\n".join([
         f"devstack is running (state dir {state_dir}). Press Ctrl+C to stop.",
         "",
@@ -88,6 +124,7 @@ def banner(endpoints: Mapping[str, Any], state_dir: Path) -> str:
             ("ingestion", endpoints["ingestion_endpoint"], "Application Insights /v2.1/track"),
             ("control", endpoints["control_url"], "/stats /telemetry /faults /backend/requests /reset"),
         ]),
+        f"  {lifetime}",
         "",
         _table([("identity", "client ID", "roles")] + [
             (name, item["client_id"], ", ".join(item["roles"]) or "(none)")
@@ -158,16 +195,48 @@ def _answers(control_url: str) -> bool:
 
 def cmd_settings(args: argparse.Namespace) -> int:
     endpoints = running_endpoints(args.state_dir)
-    document = local_settings(endpoints, args.identity)
-    text = json.dumps(document, indent=2) + "\n"
-    try:
-        # "x" creates the file and fails if it exists: never clobber someone's settings by accident.
-        with args.out.open("w" if args.force else "x", encoding="utf-8") as handle:
-            handle.write(text)
-    except FileExistsError:
-        raise CliError(f"{args.out} already exists; pass --force to overwrite it") from None
-    print(f"wrote {args.out} for identity '{args.identity}'. Start Azurite (timer state), then: func start")
+    existing = _existing_settings(args.out, force=args.force)
+    if existing is None:
+        document, did = local_settings(endpoints, args.identity), "wrote"
+    else:
+        reason = azure_reason(existing.get("Values") or {})
+        if reason and not args.force:
+            raise CliError(f"{args.out} points at Azure, not at the stand-in: {reason}. Left unchanged. "
+                           f"Write the stand-in's settings to another file with --out, or pass --force to "
+                           "point this one at the stand-in (its other settings are kept)")
+        document, did = update_local_settings(existing, endpoints, args.identity), "updated"
+    _write_atomically(args.out, json.dumps(document, indent=2) + "\n")
+    print(f"{did} {args.out} for identity '{args.identity}'; it stays valid while the stand-in keeps its ports "
+          "and state dir. Start Azurite (timer state), then: func start")
     return 0
+
+
+def _existing_settings(path: Path, *, force: bool) -> dict[str, Any] | None:
+    """The parsed file; None when there is none (or, with --force, when it cannot be used)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        if force:
+            return None  # --force replaces a file that is not a settings file at all
+        raise CliError(f"{path} is not a readable local.settings.json ({exc}); left unchanged. "
+                       "Fix it, or pass --force to replace it") from None
+    if not isinstance(document, dict) or not isinstance(document.get("Values", {}), dict):
+        if force:
+            return None
+        raise CliError(f"{path} has no \"Values\" object, so it is not a local.settings.json; left unchanged. "
+                       "Pass --force to replace it")
+    if document.get("IsEncrypted"):
+        raise CliError(f"{path} is encrypted; run `func settings decrypt` first, then this command again")
+    return document
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # Write then rename: an interrupted write never leaves half a settings file.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 def export_lines(settings: Mapping[str, str]) -> list[str]:
@@ -175,9 +244,24 @@ def export_lines(settings: Mapping[str, str]) -> list[str]:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
+    if args.unset:
+        print(unset_line())
+        return 0
     endpoints = running_endpoints(args.state_dir)
     print("\n".join(export_lines(app_settings(endpoints, args.identity))))
+    print(f'# to leave the stand-in: eval "$({PROG} env --unset)"')
     return 0
+
+
+def unset_line() -> str:
+    """`unset` for every variable `env` exports; needs no running stack."""
+    # The names come from the same mapping `env` uses, applied to a stack that is never started.
+    from devstack.stack import describe
+    from devstack.state import StackState
+
+    placeholder_urls: defaultdict[str, str] = defaultdict(lambda: "http://127.0.0.1:0")
+    names = app_settings(describe(StackState.create(load_config()), placeholder_urls))
+    return "unset " + " ".join(names)
 
 
 # ---------------------------------------------------------------- demo
@@ -213,19 +297,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start the stand-ins until Ctrl+C / SIGTERM")
     state_dir_option(up)
-    up.add_argument("--config", type=Path, help="tenant, API and identities (default: devstack/config.json)")
+    up.add_argument("--config", type=Path, help="tenant, API, identities and ports (default: devstack/config.json)")
+    up.add_argument("--port", action="append", default=[], metavar="SERVICE=PORT",
+                    help="listen on PORT for SERVICE (identity, apim, backend, ingestion, control); repeatable")
+    up.add_argument("--free-ports", action="store_true",
+                    help=f"pick free ports instead of the fixed ones (also: {FREE_PORTS_ENV}=1); "
+                    "written settings then last only for this run")
     up.set_defaults(handler=cmd_up)
 
     settings = commands.add_parser("settings", help="write local.settings.json for `func start`")
     state_dir_option(settings)
     identity_option(settings)
     settings.add_argument("--out", type=Path, default=Path("local.settings.json"), help="(default: %(default)s)")
-    settings.add_argument("--force", action="store_true", help="overwrite an existing file")
+    settings.add_argument("--force", action="store_true",
+                          help="also update a file that points at Azure (or replace one that is not JSON)")
     settings.set_defaults(handler=cmd_settings)
 
     env = commands.add_parser("env", help='print export lines: eval "$(python -m devstack env)"')
     state_dir_option(env)
     identity_option(env)
+    env.add_argument("--unset", action="store_true", help="print an unset line instead, to leave the stand-in: "
+                     'eval "$(python -m devstack env --unset)"')
     env.set_defaults(handler=cmd_env)
 
     # The demo parses its own options (everything after `demo`), so it gets no help of ours.

@@ -13,6 +13,11 @@ from pathlib import Path
 DEFAULT_CONFIG = Path(__file__).with_name("config.json")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# Fixed by default, so that a local.settings.json written once keeps working after a
+# restart; a config's "ports" entry (or `up --port NAME=PORT`) overrides any of them,
+# and 0 means "a free port". Kept clear of Core Tools (7071) and Azurite (10000-10002).
+DEFAULT_PORTS = {"identity": 7171, "apim": 7172, "backend": 7173, "ingestion": 7174, "control": 7175}
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -56,6 +61,7 @@ class StackConfig:
     api_path: str = "orders"
     policy_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "infra" / "apim")
     subscription_key: str | None = None
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
 
     @property
     def system_identity(self) -> Identity | None:
@@ -73,6 +79,14 @@ class StackConfig:
             if resource_id and identity.resource_id.lower() == resource_id.lower():
                 return identity
         return None
+
+
+def parse_port(service: str, value: object) -> int:
+    """A port number for `service`: 1-65535, or 0 for a free port."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit() \
+            or not 0 <= int(value) <= 65535:
+        raise ValueError(f"port for '{service}' must be a number from 1 to 65535 (or 0: a free port), not {value!r}")
+    return int(value)
 
 
 def load_config(path: Path | str | None = None, **overrides: object) -> StackConfig:
@@ -108,6 +122,7 @@ def load_config(path: Path | str | None = None, **overrides: object) -> StackCon
         api_path=apim.get("api_path", "orders").strip("/"),
         policy_dir=policy_dir if policy_dir.is_absolute() else PROJECT_ROOT / policy_dir,
         subscription_key=apim.get("subscription_key"),
+        ports={**DEFAULT_PORTS, **{name: parse_port(name, value) for name, value in raw.get("ports", {}).items()}},
     )
     if overrides:
         from dataclasses import replace

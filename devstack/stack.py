@@ -1,4 +1,4 @@
-"""Start the stand-in services on free loopback ports and describe them.
+"""Start the stand-in services on loopback ports and describe them.
 
 `DevStack` runs every service on one event loop in a background thread, so the
 real *sync* Azure clients (which block) can be used from the caller's thread
@@ -11,8 +11,9 @@ import asyncio
 import json
 import os
 import socket
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,14 @@ class StackAlreadyRunning(RuntimeError):
     """Another devstack holds the lock on this state directory."""
 
 
+class PortUnavailable(OSError):
+    """A fixed port cannot be listened on: another program (or devstack) has it."""
+
+    def __init__(self, service: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {LOOPBACK}:{port} for '{service}': {reason}")
+        self.service, self.port, self.reason = service, port, reason
+
+
 def _app_factories() -> dict[str, Callable[[StackState], web.Application]]:
     # Imported here so that `import devstack` stays cheap.
     from devstack import apim, backend, control, identity, ingestion
@@ -43,13 +52,38 @@ def _app_factories() -> dict[str, Callable[[StackState], web.Application]]:
     }
 
 
-def _bind_free_socket() -> socket.socket:
+def _bind(service: str, port: int) -> socket.socket:
+    """A listening socket on `port` (0: a free one)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((LOOPBACK, 0))
-    sock.listen(512)
+    if sys.platform == "win32":
+        # On Windows SO_REUSEADDR would let a second process bind a port already in use.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined]
+    else:
+        # A restart can then reuse its ports at once (TIME_WAIT); a live listener still refuses.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((LOOPBACK, port))
+        sock.listen(512)
+    except OSError as exc:
+        sock.close()
+        raise PortUnavailable(service, port, exc.strerror or str(exc)) from exc
     sock.setblocking(False)
     return sock
+
+
+def _bind_all(names: list[str], ports: Mapping[str, int]) -> dict[str, socket.socket]:
+    unknown = sorted(set(ports) - set(names))
+    if unknown:
+        raise ValueError(f"no service named {', '.join(unknown)}; the services are: {', '.join(names)}")
+    sockets: dict[str, socket.socket] = {}
+    try:
+        for name in names:
+            sockets[name] = _bind(name, ports.get(name, 0))
+    except BaseException:
+        for sock in sockets.values():
+            sock.close()
+        raise
+    return sockets
 
 
 def describe(state: StackState, urls: dict[str, str]) -> dict[str, Any]:
@@ -96,11 +130,18 @@ class DevStack:
 
     Use as a context manager, or call `start()` / `stop()`. `endpoints` holds the
     `endpoints.json` document once started.
+
+    `ports` maps service names to ports; a service it leaves out (and every service
+    when it is None, as in tests, which run side by side) gets a free port. With a
+    `state_dir`, the identity header and subscription key are kept there across
+    restarts, so that settings written for one run stay valid for the next.
     """
 
-    def __init__(self, config: StackConfig | None = None, state_dir: Path | str | None = None) -> None:
+    def __init__(self, config: StackConfig | None = None, state_dir: Path | str | None = None,
+                 ports: Mapping[str, int] | None = None) -> None:
         self.state = StackState.create(config or load_config())
         self.state_dir = Path(state_dir) if state_dir else None
+        self.ports = dict(ports or {})
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runners: list[web.AppRunner] = []
@@ -150,7 +191,7 @@ class DevStack:
 
     async def _start_services(self) -> None:
         factories = _app_factories()
-        sockets = {name: _bind_free_socket() for name in factories}
+        sockets = _bind_all(list(factories), self.ports)
         urls = {name: f"http://{LOOPBACK}:{sock.getsockname()[1]}" for name, sock in sockets.items()}
         self.state.endpoints.update(describe(self.state, urls))
         for name, factory in factories.items():
@@ -182,6 +223,29 @@ class DevStack:
                 "Stop it (Ctrl+C in its terminal) or pass another --state-dir."
             )
         self._lock = lock
+        self._keep_secrets()
+
+    def _keep_secrets(self) -> None:
+        """Reuse the identity header and subscription key of the last run in this state dir."""
+        assert self.state_dir is not None
+        path = self.state_dir / "secrets.json"
+        state = self.state
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            header, key = kept["identity_header"], kept["subscription_key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            header = key = None  # first run, or an unreadable file: keep this run's fresh values
+        if isinstance(header, str) and header and isinstance(key, str) and key:
+            state.identity_header = header
+            if not state.config.subscription_key:  # a key from the config always wins
+                state.subscription_key = key
+            return
+        document = {"identity_header": state.identity_header, "subscription_key": state.subscription_key}
+        partial = path.with_suffix(".json.partial")
+        # Owner-only: the values are valid only for this loopback stand-in, but still keys.
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+            f.write(json.dumps(document, indent=2) + "\n")
+        os.replace(partial, path)
 
     def _release_state_dir(self) -> None:
         if self._lock is None or self.state_dir is None:

@@ -12,10 +12,14 @@ import pytest
 
 from devstack import DevStack
 from devstack.appsettings import OFFLINE_EXPORTER_SETTINGS
+from devstack.cli import FREE_PORTS_ENV
 
 # Tests are offline: keep every Azure Monitor exporter a test creates (statsbeat,
 # OneSettings control plane, SDK stats) from reaching for Microsoft's hosts.
 os.environ.update(OFFLINE_EXPORTER_SETTINGS)
+# Every `python -m devstack up` a test starts picks free ports (unless the test names one):
+# the fixed default ports may be held by a developer's stack or another test run.
+os.environ[FREE_PORTS_ENV] = "1"
 
 
 class Control:

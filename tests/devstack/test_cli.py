@@ -32,7 +32,7 @@ def devstack(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def start_up(state_dir: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "devstack", "up", "--state-dir", str(state_dir)],
+    return subprocess.Popen([sys.executable, "-m", "devstack", "up", "--state-dir", str(state_dir), "--free-ports"],
                             cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -109,21 +109,6 @@ def test_settings_writes_local_settings_json(running, tmp_path):
     assert all(isinstance(v, str) for v in values.values())  # Core Tools wants strings
     assert values["MANAGED_IDENTITY_CLIENT_ID"] == endpoints["identities"]["reader"]["client_id"]
     assert values["MANAGED_IDENTITY_WRITE_CLIENT_ID"] == endpoints["identities"]["writer"]["client_id"]
-
-
-def test_settings_never_overwrites_without_force(running, tmp_path):
-    state_dir, _ = running
-    out = tmp_path / "local.settings.json"
-    out.write_text("{\"mine\": true}\n", encoding="utf-8")
-
-    refused = devstack("settings", "--state-dir", str(state_dir), "--out", str(out))
-    assert refused.returncode == 1
-    assert "already exists; pass --force" in refused.stderr
-    assert json.loads(out.read_text(encoding="utf-8")) == {"mine": True}
-
-    forced = devstack("settings", "--state-dir", str(state_dir), "--out", str(out), "--force")
-    assert forced.returncode == 0, forced.stderr
-    assert "Values" in json.loads(out.read_text(encoding="utf-8"))
 
 
 def test_env_prints_export_lines_a_shell_can_eval(running):

@@ -116,6 +116,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222:An HTTP-triggered app called from outside by design (function keys); no VNet in this template.
   // checkov:skip=CKV_AZURE_17:Callers authenticate with function keys; requiring client certificates would lock out every caller the template documents.
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales to zero; always-ready instances cost money and are a per-deployment choice (functionAppConfig.scaleAndConcurrency.alwaysReady).
+  // checkov:skip=CKV_AZURE_78:Flex Consumption has no FTP endpoint and rejects siteConfig.ftpsState (ARM error 51021); FTP basic-auth publishing is denied by the ftp basicPublishingCredentialsPolicies below.
   // checkov:skip=CKV_AZURE_213:The platform health check needs an anonymous path; /api/health requires a function key and reports configuration, not liveness.
   name: 'func-${resourceToken}'
   location: location
@@ -168,7 +169,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       ]
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
+      // No ftpsState: Flex Consumption has no FTP endpoint, and ARM rejects the property on Flex
+      // sites in newer regions (error 51021). FTP publishing is off below (basic auth denied).
       http20Enabled: true
     }
     functionAppConfig: {

@@ -38,7 +38,7 @@ def test_azure_yaml_deploys_this_folder_as_a_python_function_app() -> None:
 
 def test_predown_hook_exists_and_is_executable() -> None:
     text = _read(ROOT / "azure.yaml")
-    (script,) = re.findall(r"run: \./(infra/hooks/[\w.-]+)", text)
+    (script,) = re.findall(r"run: \./(infra/hooks/predown[\w.-]+)", text)
     path = ROOT / script
     assert path.is_file() and path.stat().st_mode & 0o111
     assert "API_CLIENT_ID" in _read(path)

@@ -20,7 +20,6 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable
-from pathlib import Path
 
 import pathspec
 import pytest

@@ -4,23 +4,30 @@ Each identity gets its own azure-core pipeline (its token policy differs); all
 pipelines share one aiohttp session, so connections to the gateway are kept
 alive and reused across invocations.
 
-    HeadersPolicy        Ocp-Apim-Subscription-Key, and a User-Agent that names the template in APIM's logs
-    WriteSafeRetryPolicy azure-core's retry (Retry-After, backoff), minus unsafe write retries
-    BearerTokenPolicy    token from TokenSource; one fresh token and one resend after a 401
-    HttpLoggingPolicy    azure-core's request logging, which redacts headers and query values; at DEBUG
+    HeadersPolicy           Ocp-Apim-Subscription-Key, and a User-Agent that names the template in APIM's logs
+    WriteSafeRetryPolicy    azure-core's retry (Retry-After, backoff), minus unsafe write retries
+    ApimAuthorizationPolicy token from TokenSource; after APIM's 401 one renewal and one resend
+    AttemptDeadlinePolicy   each send bounded, body included (aiohttp's read timeout is per chunk)
+    HttpLoggingPolicy       azure-core's request logging, which redacts headers and query values; at DEBUG
 
 Every policy runs on every call, so each one earns its place (`benchmarks/` measures
-the whole pipeline against a bare aiohttp request).
+the whole pipeline against a bare aiohttp request). Transport failures become
+typed errors here (`_transport_error`), the only place that calls aiohttp and azure-core.
 """
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import logging
+import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from azure.core.exceptions import ServiceResponseTimeoutError
 from azure.core.pipeline import AsyncPipeline, PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy, HeadersPolicy, HttpLoggingPolicy
 from azure.core.pipeline.transport import AioHttpTransport, HttpRequest
@@ -29,15 +36,24 @@ from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from shared import hints, telemetry
 from shared.errors import (
     AccessDenied,
+    AppError,
     ConfigurationError,
+    ConnectionFailure,
     Throttled,
+    UnexpectedError,
     UnsupportedMediaType,
     UpstreamError,
-    map_exception,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    connection_failure,
 )
 from shared.paths import build_url
+from shared.redaction import redact_exact
 from shared.settings import Settings, is_loopback
 from shared.tokens import TokenSource, describe_token
+
+__all__ = ["ApimAuthorizationPolicy", "ApimClient", "ApimResponse", "AttemptDeadlinePolicy", "Timeouts",
+           "WriteSafeRetryPolicy", "new_session", "retry_after_seconds"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +70,15 @@ HTTP_LOGGING_LEVEL = logging.DEBUG
 RETRYABLE_CLIENT_ERRORS = (408, 429)
 # Response headers worth passing back to the caller.
 PASSED_HEADERS = ("Location", "ETag", "Retry-After", "Cache-Control")
+# Where azure-core looks for a wait, in its order (the -ms ones in milliseconds).
+RETRY_AFTER_HEADERS = (("retry-after", 1.0), ("retry-after-ms", 0.001), ("x-ms-retry-after-ms", 0.001))
 
 
 @dataclass(frozen=True)
 class Timeouts:
     connect: float = 5.0
-    read: float = 30.0
-    total: float = 60.0  # across retries; Functions' HTTP limit is 230 s
+    read: float = 30.0  # per attempt, until the last byte of the answer
+    total: float = 60.0  # the whole call, retries included; Functions' HTTP limit is 230 s
     max_retry_after: float = 10.0  # longer waits are the caller's to decide
 
 
@@ -71,6 +89,42 @@ class ApimResponse:
     content_type: str | None
     headers: dict[str, str] = field(default_factory=dict)
     attempts: int = 1  # sends by the retry policy (a resend after a 401 is part of one attempt)
+    token_claims: dict[str, Any] = field(default_factory=dict)  # of the token sent, for a 401 or 403 only
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The wait an answer asks for (Retry-After, retry-after-ms), or None; a value that does not parse is absent.
+
+    azure-core's own parser raises on `Retry-After: soon` or an invalid date, which
+    would turn an odd upstream answer into an unexpected error.
+    """
+    lowered = {name.lower(): value for name, value in headers.items()}
+    for name, unit in RETRY_AFTER_HEADERS:
+        seconds = _parse_wait(lowered.get(name, ""), unit)
+        if seconds is not None:
+            return seconds
+    return None
+
+
+def _parse_wait(value: str, unit: float) -> float | None:
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value) * unit
+    except ValueError:
+        if unit != 1.0:
+            return None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            return None  # an HTTP date is always GMT; a zone-less one is not an HTTP date
+        seconds = when.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
 
 
 class WriteSafeRetryPolicy(AsyncRetryPolicy):
@@ -86,7 +140,10 @@ class WriteSafeRetryPolicy(AsyncRetryPolicy):
         super().__init__(**kwargs)
         self.max_retry_after = max_retry_after
 
-    def is_retry(self, settings: dict[str, Any], response: PipelineResponse) -> bool:
+    def get_retry_after(self, response: PipelineResponse[Any, Any]) -> float | None:
+        return retry_after_seconds(response.http_response.headers)
+
+    def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
         status = response.http_response.status_code
         if status < 400:
             return False  # as azure-core decides too; the common case skips reading Retry-After headers
@@ -99,22 +156,23 @@ class WriteSafeRetryPolicy(AsyncRetryPolicy):
             return False
         if response.http_request.method.upper() in ("POST", "PATCH"):
             return bool(settings["total"]) and status == 429
-        return super().is_retry(settings, response)
+        return bool(super().is_retry(settings, response))
 
 
-class BearerTokenPolicy(AsyncHTTPPolicy):
-    """Adds the identity's token; after a 401, gets one fresh token and sends once more.
+class ApimAuthorizationPolicy(AsyncHTTPPolicy[Any, Any]):
+    """Adds the identity's token; after APIM's 401 about the token, one renewal and one resend.
 
     Not azure-core's AsyncBearerTokenCredentialPolicy: it resends after a 401 only for a
     claims challenge (CAE), which APIM's 401 never is, and TokenSource adds the single
-    fetch in flight, with its failure shared, that a burst of invocations needs.
+    fetch in flight, with its failure shared, that a burst of invocations needs. A 401
+    about the subscription key is not the token's fault: it costs no token request.
     """
 
     def __init__(self, source: TokenSource) -> None:
         super().__init__()
         self.source = source
 
-    async def send(self, request: PipelineRequest) -> PipelineResponse:
+    async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         url = request.http_request.url
         if not url.lower().startswith("https://") and not is_loopback(url):
             # Settings validation stops this first; should it ever get here, it is configuration, not input.
@@ -122,32 +180,55 @@ class BearerTokenPolicy(AsyncHTTPPolicy):
         token = await self.source.get()
         self._authorize(request, token.token)
         response = await self.next.send(request)
-        if response.http_response.status_code == 401:
+        if response.http_response.status_code == 401 and not hints.is_subscription_key_refusal(
+                response.http_response.body()):
             fresh = await self.source.renew(token.token)
-            if fresh.token != token.token:
+            if fresh is not None:
                 self._authorize(request, fresh.token)
-                token = fresh
                 response = await self.next.send(request)
-        response.context["token_claims"] = describe_token(token.token) if response.http_response.status_code in (
-            401, 403) else {}
         return response
 
     @staticmethod
-    def _authorize(request: PipelineRequest, token: str) -> None:
+    def _authorize(request: PipelineRequest[Any], token: str) -> None:
         request.http_request.headers["Authorization"] = f"Bearer {token}"
+
+
+class AttemptDeadlinePolicy(AsyncHTTPPolicy[Any, Any]):
+    """Bounds each send, from the request to the last byte of the answer.
+
+    The transport's read timeout applies to each read, so a body that trickles in a
+    byte at a time never trips it. A send past the deadline is a read timeout for
+    azure-core's retry policy: retried for reads while the total budget lasts, not for writes.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
+        try:
+            async with asyncio.timeout(self.seconds):
+                return await self.next.send(request)
+        except TimeoutError:
+            raise ServiceResponseTimeoutError("No complete answer within the read timeout.") from None
 
 
 class ApimClient:
     """Calls the API under APIM_BASE_URL with the right identity for each method."""
 
-    def __init__(self, settings: Settings, sources: dict[str | None, TokenSource],
+    def __init__(self, settings: Settings, sources: Mapping[str | None, TokenSource],
                  session: aiohttp.ClientSession | None = None, timeouts: Timeouts | None = None) -> None:
         self.settings = settings
         self.timeouts = timeouts or Timeouts()
         self.session = session or new_session()
-        self._pipelines = {client_id: self._pipeline(source) for client_id, source in sources.items()}
+        self.sources = dict(sources)
+        self._pipelines = {client_id: self._pipeline(source) for client_id, source in self.sources.items()}
 
-    def _pipeline(self, source: TokenSource) -> AsyncPipeline:
+    def source_for(self, method: str) -> TokenSource:
+        """The token source of the identity that makes `method` calls (the settings decide which)."""
+        return self.sources[self.settings.client_id_for(method)]
+
+    def _pipeline(self, source: TokenSource) -> AsyncPipeline[HttpRequest, Any]:
         # Both headers are the same on every call: one HeadersPolicy sets them (a UserAgentPolicy
         # would only add a per-call step that re-reads AZURE_HTTP_USER_AGENT from the environment).
         headers = {"User-Agent": USER_AGENT}
@@ -155,14 +236,15 @@ class ApimClient:
             headers[SUBSCRIPTION_KEY_HEADER] = self.settings.subscription_key
         transport = AioHttpTransport(session=self.session, session_owner=False,
                                      connection_timeout=self.timeouts.connect, read_timeout=self.timeouts.read)
-        policies = [
+        policies: list[Any] = [
             HeadersPolicy(base_headers=headers),
             WriteSafeRetryPolicy(retry_total=3, retry_backoff_factor=0.5, retry_backoff_max=8,
                                  timeout=self.timeouts.total, max_retry_after=self.timeouts.max_retry_after),
-            BearerTokenPolicy(source),
+            ApimAuthorizationPolicy(source),
+            AttemptDeadlinePolicy(self.timeouts.connect + self.timeouts.read),
             HttpLoggingPolicy(http_logging_level=HTTP_LOGGING_LEVEL),
         ]
-        return AsyncPipeline(transport=transport, policies=policies)  # type: ignore[arg-type]
+        return AsyncPipeline(transport=transport, policies=policies)
 
     async def close(self) -> None:
         await self.session.close()
@@ -175,11 +257,11 @@ class ApimClient:
         started = time.perf_counter()
         status: int | None = None
         try:
-            response, claims = await self._send(method, url, body, content_type)
+            response = await self._send(method, url, body, content_type)
             status = response.status
-            self._raise_for_status(method, response, claims, content_type)
+            self._raise_for_status(method, response, content_type)
         except Exception as exc:
-            error = map_exception(exc)
+            error = _transport_error(exc)
         else:
             telemetry.record_call(method, status, _ms_since(started))
             return response
@@ -188,28 +270,35 @@ class ApimClient:
         telemetry.record_call(method, status, _ms_since(started), error)
         raise error
 
-    async def _send(self, method: str, url: str, body: bytes | None,
-                    content_type: str | None) -> tuple[ApimResponse, dict[str, Any]]:
+    async def _send(self, method: str, url: str, body: bytes | None, content_type: str | None) -> ApimResponse:
         headers = {"Content-Type": content_type} if content_type and body is not None else {}
         # azure-core's transport-level HttpRequest, not azure.core.rest's: with it the pipeline hands
         # back the transport's own response, where azure.core.rest wraps it in a compatibility layer
         # that costs more per call than the rest of the pipeline together (see `benchmarks/`).
         # Both are supported azure-core API; the policies, retries and timeouts work the same.
         request = HttpRequest(method.upper(), url, headers=headers, data=body)
-        pipeline = self._pipelines[self.settings.client_id_for(method)]
-        result = await pipeline.run(request)  # not streamed: the body is read before run() returns
+        source = self.source_for(method)
+        # The whole call, retries, token renewal and a body that trickles in included.
+        async with asyncio.timeout(self.timeouts.total):
+            result = await self._pipelines[self.settings.client_id_for(method)].run(request)
         http_response = result.http_response
-        response = ApimResponse(
-            status=http_response.status_code,
-            body=http_response.body(),
-            content_type=http_response.headers.get("Content-Type"),
-            headers={name: http_response.headers[name] for name in PASSED_HEADERS if name in http_response.headers},
+        # The token this answer is to: on the request it answers (a resend after a 401 carries the new one).
+        sent = result.http_request.headers.get("Authorization", "").removeprefix("Bearer ")
+        secrets = (sent, source.token.token if source.token else None, self.settings.subscription_key)
+        status = http_response.status_code
+        passed = {name: http_response.headers[name] for name in PASSED_HEADERS if name in http_response.headers}
+        content_type = http_response.headers.get("Content-Type")
+        return ApimResponse(
+            status=status,
+            # Whatever the API echoes, the caller never gets our token or key back.
+            body=redact_exact(http_response.body(), secrets),
+            content_type=redact_exact(content_type, secrets) if content_type is not None else None,
+            headers={name: redact_exact(value, secrets) for name, value in passed.items()},
             attempts=1 + len(result.context.get("history", [])),  # azure-core's retry records each retry there
+            token_claims=describe_token(sent) if status in (401, 403) else {},
         )
-        return response, result.context.get("token_claims", {})
 
-    def _raise_for_status(self, method: str, response: ApimResponse, claims: dict[str, Any],
-                          content_type: str | None) -> None:
+    def _raise_for_status(self, method: str, response: ApimResponse, content_type: str | None) -> None:
         """APIM's refusals (401, 403, 415, 429) and 5xx as typed errors; any other answer is the API's own."""
         status = response.status
         if status < 500 and status not in (401, 403, 415, 429):
@@ -219,7 +308,10 @@ class ApimClient:
         said = f"APIM answered {status}{retried}" + (f": {message}" if message else ".")
         retry_after = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else {}
         if status in (401, 403):
-            hint = hints.hint_for(status, message, method=method, claims=claims, settings=self.settings)
+            source = self.source_for(method)
+            hint = hints.hint_for(status, message, method=method, claims=response.token_claims,
+                                  settings=self.settings, renewal=source.renewal,
+                                  renew_interval=source.renew_interval)
             raise AccessDenied(said, status=status, hint=hint)
         if status == 415:
             raise UnsupportedMediaType(said, status=status, hint=hints.content_type_hint(content_type))
@@ -227,6 +319,21 @@ class ApimClient:
             raise Throttled(said, status=429, headers=retry_after,
                             hint="APIM is rate-limiting this subscription; retry after the Retry-After interval.")
         raise UpstreamError(said, status=status, headers=retry_after)
+
+
+def _transport_error(exc: BaseException) -> AppError:
+    """A failure of the call as the caller hears it; our words only (library text can quote the request)."""
+    if isinstance(exc, AppError):
+        return exc
+    failure = connection_failure(exc)
+    if failure is ConnectionFailure.TIMEOUT:
+        return UpstreamTimeout("APIM did not answer in time.")
+    if failure is ConnectionFailure.NOT_CONNECTED:
+        return UpstreamUnavailable("Could not connect to APIM.", hint="Check APIM_BASE_URL and that the gateway is "
+                                                                      "reachable.")
+    if failure is ConnectionFailure.BROKEN:
+        return UpstreamUnavailable("The connection to APIM failed before a complete answer.")
+    return UnexpectedError("Unexpected error while calling the API.", cause=type(exc))
 
 
 def new_session() -> aiohttp.ClientSession:
@@ -237,6 +344,3 @@ def new_session() -> aiohttp.ClientSession:
 
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
-
-
-__all__ = ["ApimClient", "ApimResponse", "BearerTokenPolicy", "Timeouts", "WriteSafeRetryPolicy"]

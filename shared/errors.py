@@ -1,26 +1,55 @@
-"""Every error the app reports, and the one place lower-level failures become them.
+"""Every error the app reports: one class per thing the caller can act on.
 
-Each class says when it happens; each instance carries the HTTP status the
-caller sees, a message, and (where we can tell) a hint that names the likely
-cause. Messages never contain tokens, keys or the identity header: they are
-built from our own words, status codes and non-secret claims only.
+    AppError                        base: an HTTP status, a code, a message, a hint, headers
+    ├── UnexpectedError             500 internal_error: a bug; only its type is logged
+    ├── ConfigurationError          500 configuration_error: app settings, each problem named
+    ├── BadRequest                  400 bad_request: the caller's path, query or body
+    │   └── BodyTooLarge            413 body_too_large
+    ├── TokenError                  502/504 token_error: no token from the managed-identity endpoint
+    ├── UpstreamError               the upstream's status, upstream_error: APIM or the API answered 5xx
+    │   ├── AccessDenied            401/403 access_denied: token, app role or subscription key
+    │   ├── UnsupportedMediaType    415 unsupported_media_type
+    │   └── Throttled               429 throttled
+    └── UpstreamUnavailable         502 upstream_unavailable: APIM unreachable, or the connection failed
+        └── UpstreamTimeout         504 upstream_timeout
+
+The libraries' own exceptions become these where the library is called: credential
+errors in `shared.tokens`, transport errors in `shared.apim`. Messages never
+contain tokens, keys or the identity header: they are built from our own words,
+status codes and non-secret claims only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 from typing import Any
 
 import aiohttp
 from azure.core.exceptions import (
-    ClientAuthenticationError,
     IncompleteReadError,
     ServiceRequestError,
     ServiceRequestTimeoutError,
     ServiceResponseError,
     ServiceResponseTimeoutError,
 )
-from azure.identity import CredentialUnavailableError
+
+__all__ = [
+    "AccessDenied",
+    "AppError",
+    "BadRequest",
+    "BodyTooLarge",
+    "ConfigurationError",
+    "ConnectionFailure",
+    "Throttled",
+    "TokenError",
+    "UnexpectedError",
+    "UnsupportedMediaType",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+    "connection_failure",
+]
 
 
 class AppError(Exception):
@@ -29,12 +58,15 @@ class AppError(Exception):
     status: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         if status is not None:
             self.status = status
+        # Response headers the caller gets with the error (Retry-After).
+        self.headers: dict[str, str] = dict(headers or {})
 
     def to_json(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -44,6 +76,18 @@ class AppError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} Hint: {self.hint}" if self.hint else self.message
+
+
+class UnexpectedError(AppError):
+    """Anything no other class anticipated: a bug. The original exception's text is never shown."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str = "Unexpected error.", *, cause: type[BaseException] | None = None) -> None:
+        super().__init__(message)
+        # Only the type of what went wrong is kept for the log: its text could quote anything.
+        self.cause_type = cause.__name__ if cause is not None else None
 
 
 class ConfigurationError(AppError):
@@ -62,14 +106,14 @@ class ConfigurationError(AppError):
         return body
 
 
-class RequestError(AppError):
+class BadRequest(AppError):
     """The caller's request cannot be forwarded as it is (bad path, query or body)."""
 
     status = 400
     code = "bad_request"
 
 
-class BodyTooLarge(RequestError):
+class BodyTooLarge(BadRequest):
     """The request body is larger than the forwarding limit."""
 
     status = 413
@@ -84,14 +128,13 @@ class TokenError(AppError):
 
 
 class UpstreamError(AppError):
-    """APIM (or the API behind it) answered with an error status."""
+    """APIM (or the API behind it) answered with an error status (5xx; subclasses for refusals)."""
 
     code = "upstream_error"
 
     def __init__(self, message: str, *, status: int, hint: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
-        super().__init__(message, hint=hint, status=status)
-        self.headers = headers or {}
+        super().__init__(message, hint=hint, status=status, headers=headers)
 
 
 class AccessDenied(UpstreamError):
@@ -126,95 +169,33 @@ class UpstreamTimeout(UpstreamUnavailable):
     code = "upstream_timeout"
 
 
-def map_exception(exc: BaseException, *, target: str = "APIM") -> AppError:
-    """Turn an azure-identity, azure-core or aiohttp failure into an AppError.
+class ConnectionFailure(enum.Enum):
+    """What went wrong with an HTTP exchange, as far as the caller can act on it."""
 
-    Only exception *types* and our own words reach the message: library
-    messages can echo request details, so they are not copied.
+    TIMEOUT = "did not answer in time"
+    NOT_CONNECTED = "could not be reached"
+    BROKEN = "failed before a complete answer"
+
+
+def connection_failure(exc: BaseException) -> ConnectionFailure | None:
+    """Which connection failure an azure-core, aiohttp or asyncio exception is; None if it is none.
+
+    Used by both callers of HTTP libraries (`shared.tokens`, `shared.apim`), each of
+    which says it in its own words.
     """
-    if isinstance(exc, AppError):
-        return exc
-    if isinstance(exc, CredentialUnavailableError):
-        return TokenError(
-            "The managed identity is not available here.",
-            hint="In Azure, check that the identity is assigned to the Function App and that "
-            "MANAGED_IDENTITY_CLIENT_ID is its client ID. On a laptop, run `python -m devstack up` "
-            "and use its settings, or unset MANAGED_IDENTITY_CLIENT_ID to use your `az login`.",
-        )
-    if isinstance(exc, ClientAuthenticationError):
-        return _identity_failure(exc)
     if isinstance(exc, ServiceRequestTimeoutError | ServiceResponseTimeoutError | asyncio.TimeoutError):
-        return UpstreamTimeout(f"{target} did not answer in time.")
-    if isinstance(exc, ServiceRequestError) and not _failed_to_connect(exc):
+        return ConnectionFailure.TIMEOUT
+    if isinstance(exc, ServiceRequestError):
         # azure-core's aiohttp transport raises ServiceRequestError for any failure before a response,
         # a connection closed after the request went out included: that one is not "could not connect".
-        return UpstreamUnavailable(f"The connection to {target} failed before a complete answer.")
-    if isinstance(exc, ServiceRequestError):
-        return UpstreamUnavailable(f"Could not connect to {target}.",
-                                   hint="Check APIM_BASE_URL and that the gateway is reachable.")
+        inner = getattr(exc, "inner_exception", None)
+        if isinstance(inner, aiohttp.ClientError) and not isinstance(inner, aiohttp.ClientConnectorError):
+            return ConnectionFailure.BROKEN
+        return ConnectionFailure.NOT_CONNECTED  # only aiohttp errors can say more: else azure-core's word
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ConnectionFailure.NOT_CONNECTED
     # azure-core raises IncompleteReadError (not a ServiceResponseError) when the connection
     # drops while the body is read: the same failure for the caller.
     if isinstance(exc, ServiceResponseError | IncompleteReadError | aiohttp.ClientError):
-        return UpstreamUnavailable(f"The connection to {target} failed before a complete answer.")
-    return AppError("Unexpected error while calling the API.")
-
-
-def _failed_to_connect(exc: ServiceRequestError) -> bool:
-    inner = getattr(exc, "inner_exception", None)
-    # Only aiohttp errors can say more; anything else is taken at azure-core's word.
-    return not isinstance(inner, aiohttp.ClientError) or isinstance(inner, aiohttp.ClientConnectorError)
-
-
-IDENTITY_ENDPOINT = "the managed-identity endpoint"
-_IDENTITY_UNREACHABLE_HINT = (
-    "In Azure the platform runs this endpoint (IDENTITY_ENDPOINT, or IMDS on a VM) and such failures are "
-    "usually brief: retry. On a laptop, check that `python -m devstack up` is running and that "
-    "IDENTITY_ENDPOINT is its current value.")
-
-
-def map_token_exception(exc: BaseException) -> AppError:
-    """Like `map_exception`, for a failure to get a token: always a TokenError.
-
-    Connection failures and timeouts of the identity endpoint must not read as
-    APIM's ("Could not connect to APIM" would send the reader to the wrong place).
-    """
-    error = map_exception(exc, target=IDENTITY_ENDPOINT)
-    if isinstance(error, TokenError):
-        return error
-    if isinstance(error, UpstreamUnavailable):  # includes UpstreamTimeout
-        return TokenError(error.message, hint=_IDENTITY_UNREACHABLE_HINT, status=error.status)
-    if type(error) is AppError:
-        return TokenError("Unexpected error while getting an access token.")
-    return error
-
-
-def _identity_failure(exc: ClientAuthenticationError) -> TokenError:
-    # azure-identity raises this one type for a refusal, a failing endpoint and an unreadable
-    # answer; the HTTP status it carries (when there was a response) tells them apart.
-    status = exc.status_code if exc.response is not None else None
-    if status is not None and status < 400:
-        return TokenError("The identity endpoint's answer was not a token response (malformed JSON or no "
-                          "access_token).", hint="In Azure this is transient: retry.")
-    if status == 500:
-        # App Service answers this one vague 500 for any token Entra refuses, as well as for its own failures.
-        return TokenError("The identity endpoint failed with HTTP 500, also after azure-identity's retries.",
-                          hint="If it persists, Entra ID is refusing the token and App Service does not say why: "
-                               "check that API_APP_ID_URI names the API's app registration and that the identity "
-                               "has an app role on it (the API requires one). Otherwise it is transient: retry.")
-    if status is not None and status > 500:
-        return TokenError(f"The identity endpoint failed with HTTP {status}, also after azure-identity's retries.",
-                          hint="In Azure this is usually transient: retry.")
-    return TokenError("The identity endpoint refused to issue a token.", hint=_identity_refusal_hint(exc))
-
-
-def _identity_refusal_hint(exc: ClientAuthenticationError) -> str:
-    text = str(getattr(exc, "message", "") or "")
-    if "AADSTS500011" in text:  # "The resource principal named … was not found in the tenant"
-        return "Entra ID has no app with this App ID URI in the tenant: check API_APP_ID_URI."
-    if "AADSTS501051" in text:  # "Application … is not assigned to a role for the application …"
-        return ("The identity has no app role on the API, and the API requires one before Entra ID issues a "
-                "token: assign it a role (an appRoleAssignedTo on the API's service principal), then retry.")
-    if "No User Assigned" in text or "Identity not found" in text:
-        return ("No managed identity with that client ID is assigned to this app: check "
-                "MANAGED_IDENTITY_CLIENT_ID against the identity's client ID (not its principal ID).")
-    return "Check the identity assignment and API_APP_ID_URI."
+        return ConnectionFailure.BROKEN
+    return None

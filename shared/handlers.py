@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import azure.functions as func
 
 from shared import telemetry
-from shared.errors import AppError, BodyTooLarge, ConfigurationError, RequestError, map_exception
+from shared.errors import AppError, BadRequest, BodyTooLarge, ConfigurationError, UnexpectedError
 from shared.runtime import get_runtime, settings_or_error
 from shared.tokens import describe_token
 
@@ -83,7 +83,7 @@ def _request_body(req: func.HttpRequest) -> tuple[bytes | None, str | None]:
     content_type = req.headers.get("Content-Type")
     if content_type and not _HEADER_TEXT.fullmatch(content_type):
         # It is sent on to APIM as a header: CR/LF could split it (header injection).
-        raise RequestError("The Content-Type header contains control or non-ASCII characters.")
+        raise BadRequest("The Content-Type header contains control or non-ASCII characters.")
     if content_type and _is_json(content_type):
         _check_json(body)
     return body, content_type
@@ -100,14 +100,14 @@ def _check_json(body: bytes) -> None:
         # Numbers are checked, not converted: Python caps int() at 4300 digits, JSON does not.
         json.loads(body, parse_int=str, parse_float=str, parse_constant=_not_json)
     except json.JSONDecodeError as exc:
-        raise RequestError(f"The request body is not valid JSON: {exc.msg} (line {exc.lineno}, column "
+        raise BadRequest(f"The request body is not valid JSON: {exc.msg} (line {exc.lineno}, column "
                            f"{exc.colno}).") from None
     except UnicodeDecodeError:
-        raise RequestError("The request body is not JSON: it is not UTF-8 (or UTF-16/32) text.") from None
+        raise BadRequest("The request body is not JSON: it is not UTF-8 (or UTF-16/32) text.") from None
     except ValueError as exc:  # from _not_json
-        raise RequestError(f"The request body is not valid JSON: {exc}.") from None
+        raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
     except RecursionError:  # json.loads gives up on deep nesting ("[[[[…") this way, not with ValueError
-        raise RequestError("The request body is JSON nested too deeply to check.") from None
+        raise BadRequest("The request body is JSON nested too deeply to check.") from None
 
 
 def _not_json(constant: str) -> None:
@@ -115,13 +115,12 @@ def _not_json(constant: str) -> None:
 
 
 def _error_response(exc: BaseException, what: str) -> func.HttpResponse:
-    error = map_exception(exc)
-    if type(error) is AppError:  # not one we anticipated: log its type, never its text
-        logger.error("%s failed with an unexpected %s.", what, type(exc).__name__)
+    error = exc if isinstance(exc, AppError) else UnexpectedError(cause=type(exc))
+    if isinstance(error, UnexpectedError):  # not one we anticipated: log its type, never its text
+        logger.error("%s failed with an unexpected %s.", what, error.cause_type)
     else:
         logger.warning("%s failed: %s", what, error)
-    headers = getattr(error, "headers", {}) or {}
-    return _json(error.to_json(), error.status, headers)
+    return _json(error.to_json(), error.status, error.headers)
 
 
 def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:

@@ -13,6 +13,12 @@ from typing import Any
 
 from shared.redaction import scrub
 from shared.settings import Settings
+from shared.tokens import Renewal
+
+__all__ = ["apim_message", "content_type_hint", "hint_for", "is_subscription_key_refusal"]
+
+# Longer than any error APIM writes itself: a bigger body is the API's, and not worth parsing for a message.
+MAX_PARSED_BODY = 64 * 1024
 
 
 def apim_message(body: bytes, secrets: Iterable[str | None] = ()) -> str:
@@ -20,9 +26,11 @@ def apim_message(body: bytes, secrets: Iterable[str | None] = ()) -> str:
 
     Scrubbed (`shared.redaction`): it goes into our error message, logs and telemetry.
     """
+    if len(body) > MAX_PARSED_BODY:
+        return ""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError), or nested too deeply
         return ""
     if not isinstance(data, dict):
         return ""
@@ -33,13 +41,23 @@ def apim_message(body: bytes, secrets: Iterable[str | None] = ()) -> str:
     return scrub(str(message or ""), secrets)[:300]  # scrubbed first: a cap could cut a secret in two
 
 
+def is_subscription_key_refusal(body: bytes) -> bool:
+    """Whether APIM's 401 is about the subscription key (missing or invalid), not the token.
+
+    APIM says so in its message ("Access denied due to missing subscription key…",
+    "…invalid subscription key…"); a new token cannot fix that, so none is asked for.
+    """
+    return "subscription key" in apim_message(body).lower()
+
+
 def content_type_hint(content_type: str | None) -> str:
     """For a 415: what was sent, and what the API takes."""
     return (f"The API does not accept the request's content type ({content_type or 'none'}). Send the body as "
             "JSON with 'Content-Type: application/json'.")
 
 
-def hint_for(status: int, message: str, *, method: str, claims: dict[str, Any], settings: Settings) -> str:
+def hint_for(status: int, message: str, *, method: str, claims: dict[str, Any], settings: Settings,
+             renewal: Renewal = Renewal.NONE, renew_interval: float = 300) -> str:
     """For a 401 or 403: the subscription key, the token, or the identity's app roles."""
     lowered = message.lower()
     if "subscription key" in lowered:
@@ -47,17 +65,39 @@ def hint_for(status: int, message: str, *, method: str, claims: dict[str, Any], 
     identity = claims.get("azp") or claims.get("appid") or settings.client_id_for(method) or "(default identity)"
     roles = claims.get("roles") or []
     if status == 401:
-        return _token_hint(identity, claims, settings)
+        return _token_hint(identity, claims, settings) + " " + _renewal_note(renewal, renew_interval)
     if not claims:
         return (f"APIM refused identity {identity} for {method.upper()}: it most likely lacks the app role this "
                 f"operation requires on {settings.api_app_id_uri}.")
+    which = settings.identity_setting_for(method)
     if not roles:
         return (f"Identity {identity} has no app role on the API {settings.api_app_id_uri}: assign it a role "
-                "(an appRoleAssignedTo on the API's service principal; infra/ does this), then wait a few "
-                "minutes for a new token.")
-    which = settings.identity_setting_for(method)
+                f"(an appRoleAssignedTo on the API's service principal; infra/ does this). {_ROLE_LAG} "
+                f"Meanwhile, set {which} to an identity that already has the role.")
     return (f"Identity {identity} has roles {roles} on {settings.api_app_id_uri}, but APIM requires another role "
-            f"for {method.upper()}. Assign the required role, or set {which} to an identity that has it.")
+            f"for {method.upper()}. Assign the required role, or set {which} to an identity that has it. "
+            + _ROLE_LAG)
+
+
+# Managed-identity tokens are cached by the platform (App Service, IMDS) for up to 24 hours, and it
+# cannot be made to refresh: a role assigned now is in the token only once the cached one expires.
+_ROLE_LAG = ("A role assigned or removed shows only in a token issued after it: Azure caches a managed "
+             "identity's token for up to 24 hours, and /api/health?probe=token shows when the current one was "
+             "issued and when it expires.")
+
+
+def _renewal_note(renewal: Renewal, interval: float) -> str:
+    every = f"The app asks for a new token after a 401 at most once every {interval:g} s per identity"
+    if renewal is Renewal.UNCHANGED:
+        return (f"{every}; the identity endpoint handed back the same token, so it was not sent again: Azure "
+                "caches a managed identity's token for up to 24 hours, so a role assigned or an audience changed "
+                "recently shows only in a later token. Meanwhile, wait for the token to expire (see "
+                "/api/health?probe=token), or use an identity whose token is already right.")
+    if renewal is Renewal.FAILED:
+        return f"{every}; getting a new one failed (see the log)."
+    if renewal is Renewal.RENEWED:
+        return f"{every}; a new token was refused as well."
+    return every + "."
 
 
 def _subscription_key_hint(message: str, settings: Settings) -> str:

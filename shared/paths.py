@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from shared.errors import RequestError
+from shared.errors import BadRequest
 
 # Query parameters never forwarded: the Functions key, and a key that would override ours.
 FUNCTION_KEY_PARAM = "code"
@@ -23,7 +23,7 @@ MAX_PATH_LENGTH = 2048
 
 
 def build_url(base_url: str, path: str, query: str = "") -> str:
-    """`base_url` + `/path` + `?query`, or RequestError naming what is wrong."""
+    """`base_url` + `/path` + `?query`, or BadRequest naming what is wrong."""
     segments = _safe_segments(path)
     url = base_url.rstrip("/") + "/" + "/".join(quote(s, safe=_SEGMENT_SAFE) for s in segments)
     _assert_inside(base_url, url)
@@ -33,25 +33,25 @@ def build_url(base_url: str, path: str, query: str = "") -> str:
 
 def _safe_segments(path: str) -> list[str]:
     if len(path) > MAX_PATH_LENGTH:
-        raise RequestError(f"The path is longer than {MAX_PATH_LENGTH} characters.")
+        raise BadRequest(f"The path is longer than {MAX_PATH_LENGTH} characters.")
     _require_unicode(path, "path")
     if _CONTROL.search(path):
-        raise RequestError("The path contains control characters (such as CR or LF).")
+        raise BadRequest("The path contains control characters (such as CR or LF).")
     if "\\" in path:
-        raise RequestError("The path contains a backslash.")
+        raise BadRequest("The path contains a backslash.")
     if "%" in path:  # the host decoded the path once; a '%' left is encoded twice, or not encoding at all
-        raise RequestError("The path contains '%' after the host decoded it: percent-encode the path exactly once.")
+        raise BadRequest("The path contains '%' after the host decoded it: percent-encode the path exactly once.")
     if not path.strip("/"):
-        raise RequestError("The path is empty: call /api/apim/<path under APIM_BASE_URL>, e.g. /api/apim/status.")
+        raise BadRequest("The path is empty: call /api/apim/<path under APIM_BASE_URL>, e.g. /api/apim/status.")
     segments = path.strip("/").split("/") if not path.startswith("//") else [""]
     for segment in segments:
         if segment == "":
-            raise RequestError("The path contains an empty segment ('//'), which could name another host.")
+            raise BadRequest("The path contains an empty segment ('//'), which could name another host.")
         # "..;x" too: servlet containers drop ";params" before resolving dot segments.
         if segment.split(";", 1)[0] in (".", ".."):
-            raise RequestError("The path contains '.' or '..' segments.")
+            raise BadRequest("The path contains '.' or '..' segments.")
     if ":" in segments[0]:
-        raise RequestError("The path looks like an absolute URL; give a path under APIM_BASE_URL instead.")
+        raise BadRequest("The path looks like an absolute URL; give a path under APIM_BASE_URL instead.")
     return segments
 
 
@@ -60,7 +60,7 @@ def _assert_inside(base_url: str, url: str) -> None:
     base, target = urlsplit(base_url.rstrip("/") + "/"), urlsplit(url)
     same_origin = (base.scheme, base.netloc) == (target.scheme, target.netloc)
     if not same_origin or not target.path.startswith(base.path):
-        raise RequestError("The path would leave APIM_BASE_URL.")
+        raise BadRequest("The path would leave APIM_BASE_URL.")
 
 
 def forwarded_query(query: str) -> str:
@@ -69,17 +69,17 @@ def forwarded_query(query: str) -> str:
         return ""
     _require_unicode(query, "query string")
     if _CONTROL.search(query):
-        raise RequestError("The query string contains control characters (such as CR or LF).")
+        raise BadRequest("The query string contains control characters (such as CR or LF).")
     try:
         # Strict: by default parse_qsl replaces invalid UTF-8 (%FF) with U+FFFD, and we would send that on.
         pairs = parse_qsl(query, keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
-        raise RequestError("The query string contains characters that are not valid Unicode text.") from None
+        raise BadRequest("The query string contains characters that are not valid Unicode text.") from None
     for name, value in pairs:
         if _CONTROL.search(name) or _CONTROL.search(value):
-            raise RequestError("The query string contains encoded control characters (such as %0d%0a).")
+            raise BadRequest("The query string contains encoded control characters (such as %0d%0a).")
         if name.lower() == SUBSCRIPTION_KEY_PARAM:
-            raise RequestError("Do not pass 'subscription-key': the function adds its own APIM subscription key.")
+            raise BadRequest("Do not pass 'subscription-key': the function adds its own APIM subscription key.")
     # The host accepts the key as `code` in any case (ASP.NET query names are case-insensitive),
     # so `?CODE=<key>` authenticates too and must not be passed on either.
     return urlencode([(n, v) for n, v in pairs if n.lower() != FUNCTION_KEY_PARAM])
@@ -90,4 +90,4 @@ def _require_unicode(text: str, what: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise RequestError(f"The {what} contains characters that are not valid Unicode text.") from None
+        raise BadRequest(f"The {what} contains characters that are not valid Unicode text.") from None

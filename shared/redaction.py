@@ -14,6 +14,9 @@ import os
 import re
 import traceback
 from collections.abc import Iterable
+from typing import AnyStr
+
+__all__ = ["LIBRARY_LOGGERS", "REDACTED", "RedactingFilter", "redact_exact", "redact_library_logs", "scrub"]
 
 REDACTED = "[redacted]"
 # The libraries that handle our secrets and log what they were answered (see RedactingFilter).
@@ -36,6 +39,23 @@ def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
         text = text.replace(secret, REDACTED)
     text = _JWT.sub(REDACTED, text)
     return _OPAQUE.sub(_redact_if_opaque, text)
+
+
+def redact_exact(data: AnyStr, secrets: Iterable[str | None]) -> AnyStr:
+    """`data` with each of `secrets` (exact values) replaced by [redacted].
+
+    For what the upstream answers, which goes back to the caller as it is: unlike `scrub`
+    it changes nothing but the secrets we sent. A substring test comes first, so a clean
+    answer costs one scan per secret and no copy.
+    """
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        if isinstance(data, bytes):
+            needle = secret.encode("utf-8", "surrogateescape")
+            if needle in data:
+                data = data.replace(needle, REDACTED.encode())
+        elif secret in data:
+            data = data.replace(secret, REDACTED)
+    return data
 
 
 def _redact_if_opaque(match: re.Match[str]) -> str:

@@ -24,7 +24,7 @@ class Runtime:
     token_sources: dict[str | None, TokenSource]
 
     def token_source(self, method: str = "GET") -> TokenSource:
-        return self.token_sources[self.settings.client_id_for(method)]
+        return self.client.source_for(method)
 
     async def close(self) -> None:
         await self.client.close()

@@ -2,26 +2,40 @@
 
 azure-identity caches tokens, but concurrent cold calls each go to the identity
 endpoint; a burst of invocations on a new instance would send one token request
-per invocation. `TokenSource` lets exactly one fetch run at a time and shares its
-result (a token, or the error it ended in), and serves the current token while a
-refresh is in flight.
+per invocation. `TokenSource` runs at most one fetch at a time, as a task that
+every waiter awaits (so all of them get its token, or its error), and never
+makes a caller wait while the token in hand is still usable:
+
+- early refresh runs in the background; the call that starts it is served the
+  current token, and a failed refresh keeps it (tried again after a pause);
+- a renewal after APIM's 401 is awaited only by the calls that were refused;
+  everyone else keeps the current token until it expires;
+- renewals are bounded: at most one per `renew_interval`, because in Azure the
+  platform hands back the same cached token for up to 24 hours anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import jwt
-from azure.core.credentials import AccessTokenInfo
-from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.credentials import AccessTokenInfo, TokenRequestOptions
+from azure.core.credentials_async import AsyncSupportsTokenInfo
+from azure.core.exceptions import ClientAuthenticationError
+from azure.identity import CredentialUnavailableError
 from azure.identity.aio import ManagedIdentityCredential
 
 from shared import telemetry
-from shared.errors import AppError, map_token_exception
+from shared.errors import AppError, ConnectionFailure, TokenError, connection_failure
+
+__all__ = ["MIN_REMAINING_SECONDS", "REFRESH_MARGIN_SECONDS", "REFRESH_RETRY_SECONDS", "RENEW_INTERVAL_SECONDS",
+           "Renewal", "TokenSource", "describe_token", "token_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +43,11 @@ logger = logging.getLogger(__name__)
 REFRESH_MARGIN_SECONDS = 300
 # Never use a token that expires sooner than this: it could expire in flight.
 MIN_REMAINING_SECONDS = 30
+# After a failed early refresh, wait this long before the next try (azure-identity waits 30 s too).
+REFRESH_RETRY_SECONDS = 30
+# At most one renewal after a 401 per identity in this interval: a persistent 401 (wrong audience,
+# a policy that rejects the identity) must not cost a token request per invocation.
+RENEW_INTERVAL_SECONDS = 300
 
 NON_SECRET_CLAIMS = ("aud", "iss", "tid", "roles", "appid", "azp", "oid", "idtyp", "ver", "exp", "nbf", "iat")
 
@@ -42,96 +61,206 @@ def describe_token(token: str) -> dict[str, Any]:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
         return {}
+    if not isinstance(claims, dict):
+        return {}
     return {name: claims[name] for name in NON_SECRET_CLAIMS if name in claims}
 
 
-class TokenSource:
-    """Tokens for (credential, scope), with one fetch in flight and early refresh."""
+class Renewal(enum.Enum):
+    """How the last renewal after a 401 went: what the hint tells the caller."""
 
-    def __init__(self, credential: AsyncTokenCredential, scope: str, *, client_id: str | None,
-                 clock: Callable[[], float] = time.time) -> None:
+    NONE = "none"  # no renewal yet
+    RENEWED = "renewed"  # a different token came back
+    UNCHANGED = "unchanged"  # the endpoint handed back the token APIM refused (the platform's cache)
+    FAILED = "failed"  # the identity endpoint failed
+
+
+class TokenSource:
+    """Tokens for (credential, scope), with one fetch in flight, early refresh and bounded renewal."""
+
+    def __init__(self, credential: AsyncSupportsTokenInfo, scope: str, *, client_id: str | None,
+                 clock: Callable[[], float] = time.time, renew_interval: float = RENEW_INTERVAL_SECONDS) -> None:
         self.credential = credential
         self.scope = scope
-        self.client_id = client_id or "default"
+        # What logs, hints and telemetry call this identity: its client ID, or "default".
+        self.identity = client_id or "default"
+        self.renew_interval = renew_interval
+        self.renewal = Renewal.NONE  # how the last renewal went
         self._clock = clock
         self._token: AccessTokenInfo | None = None
         self._fetched_at = 0.0
-        self._lock = asyncio.Lock()
-        self._fetches_ended = 0  # so a waiter for the lock can tell that a fetch ended meanwhile
-        self._failure: AppError | None = None  # how the last fetch failed, if it did
+        self._fetch: asyncio.Task[AccessTokenInfo] | None = None  # the fetch in flight, if any
+        self._fetch_bypasses_cache = False
+        self._refresh_failed_at: float | None = None
+        self._renewed_at: float | None = None
+
+    @property
+    def token(self) -> AccessTokenInfo | None:
+        """The token in hand (usable or not), without fetching one."""
+        return self._token
 
     async def get(self) -> AccessTokenInfo:
         """A token valid for at least MIN_REMAINING_SECONDS."""
         token = self._token
-        if token and not self._needs_refresh(token):
-            telemetry.record_token(self.client_id, self.scope, source="cache", token=token)
+        if token is not None and self._usable(token):
+            if self._fetch is None and self._needs_refresh(token) and self._may_refresh():
+                self._start_fetch()  # in the background: this call goes on with the current token
+            telemetry.record_token(self.identity, self.scope, source="cache", token=token)
             return token
-        if token and self._usable(token) and self._lock.locked():
-            # Someone is already refreshing; the current token is still good.
-            telemetry.record_token(self.client_id, self.scope, source="cache", token=token)
-            return token
-        ended = self._fetches_ended
-        async with self._lock:
-            token = self._token
-            if token and not self._needs_refresh(token):
-                telemetry.record_token(self.client_id, self.scope, source="cache", token=token)
-                return token
-            self._raise_if_failed_since(ended)
-            return await self._fetch(fallback=token)
+        return await self._wait_for(self._start_fetch())
 
-    async def renew(self, rejected: str) -> AccessTokenInfo:
-        """A token other than `rejected` if one can be had (after APIM said 401)."""
-        ended = self._fetches_ended
-        async with self._lock:
-            if self._token and self._token.token != rejected:
-                return self._token  # another call already renewed it
-            self._raise_if_failed_since(ended)
-            self._token = None
-            return await self._fetch(fallback=None, bypass_cache=True)
+    async def renew(self, rejected: str) -> AccessTokenInfo | None:
+        """A token other than `rejected` (after APIM answered 401), or None; `renewal` says why not.
 
-    async def _fetch(self, *, fallback: AccessTokenInfo | None, bypass_cache: bool = False) -> AccessTokenInfo:
-        options: dict[str, Any] = {}
-        if bypass_cache and isinstance(self.credential, ManagedIdentityCredential):
-            options["claims"] = ""  # any claims value makes azure-identity skip its own cache
-        with telemetry.token_span(self.client_id, self.scope) as span:
+        Only the refused calls wait for it: `get()` goes on serving the current token
+        while it is usable. At most one renewal per `renew_interval`.
+        """
+        if self._fetch is not None and not self._fetch_bypasses_cache:
+            with contextlib.suppress(AppError):
+                await self._wait_for(self._fetch)  # an early refresh in flight may bring a new token
+        current = self._token
+        if current is not None and current.token != rejected:
+            return current  # another call renewed it already
+        if self._fetch is None:
+            now = self._clock()
+            if self._renewed_at is not None and now - self._renewed_at < self.renew_interval:
+                return None  # `renewal` still says how the last one went
+            self._renewed_at = now
+            self._start_fetch(bypass_cache=True)
+        assert self._fetch is not None
+        try:
+            token = await self._wait_for(self._fetch)
+        except AppError as error:
+            logger.warning("Token renewal for identity %s after APIM's 401 failed: %s", self.identity, error.message)
+            self.renewal = Renewal.FAILED
+            return None
+        self.renewal = Renewal.UNCHANGED if token.token == rejected else Renewal.RENEWED
+        return token if self.renewal is Renewal.RENEWED else None
+
+    def _start_fetch(self, *, bypass_cache: bool = False) -> asyncio.Task[AccessTokenInfo]:
+        """The fetch in flight, started if there is none."""
+        if self._fetch is None:
+            self._fetch = asyncio.create_task(self._fetch_token(bypass_cache=bypass_cache))
+            self._fetch_bypasses_cache = bypass_cache
+            self._fetch.add_done_callback(self._fetch_ended)
+        return self._fetch
+
+    @staticmethod
+    async def _wait_for(fetch: asyncio.Task[AccessTokenInfo]) -> AccessTokenInfo:
+        # Shielded: a waiter that is cancelled (its invocation timed out) must not cancel
+        # the fetch that the other waiters, and the next callers, are counting on.
+        return await asyncio.shield(fetch)
+
+    def _fetch_ended(self, fetch: asyncio.Task[AccessTokenInfo]) -> None:
+        if self._fetch is fetch:
+            self._fetch = None
+        if not fetch.cancelled():
+            fetch.exception()  # retrieved: an early refresh nobody awaited must not log "never retrieved"
+
+    async def _fetch_token(self, *, bypass_cache: bool) -> AccessTokenInfo:
+        current = self._token
+        with telemetry.token_span(self.identity, self.scope) as span:
             try:
-                token = await self.credential.get_token_info(self.scope, options=options or None)  # type: ignore[arg-type]
+                token = await self.credential.get_token_info(self.scope, options=self._options(bypass_cache))
             except Exception as exc:
-                error: AppError | None = map_token_exception(exc)
+                error = token_error(exc)
             else:
-                error = None
-            finally:
-                self._fetches_ended += 1
+                span.set_outcome("success", token)
+                self._token, self._fetched_at, self._refresh_failed_at = token, self._clock(), None
+                return token
             # Raised here, outside the except block, so the library's exception (whose text may
             # quote the endpoint's answer) is not even chained to ours as __context__.
-            if error is not None:
-                if fallback and self._usable(fallback):
-                    logger.warning("Token refresh for identity %s failed (%s); using the current token.",
-                                   self.client_id, error.message)
-                    span.set_outcome("stale", fallback)
-                    return fallback
+            if current is not None and self._usable(current) and not bypass_cache:
+                logger.warning("Token refresh for identity %s failed (%s); using the current token.",
+                               self.identity, error.message)
+                span.set_outcome("stale", current)
+                self._refresh_failed_at = self._clock()
+            else:
                 span.set_failure(error)
-                self._failure = error
-                raise error
-            span.set_outcome("success", token)
-        self._token, self._fetched_at, self._failure = token, self._clock(), None
-        return token
+            raise error
 
-    def _raise_if_failed_since(self, ended: int) -> None:
-        """Share the failure of a fetch that ended while we waited for the lock.
+    def _options(self, bypass_cache: bool) -> TokenRequestOptions | None:
+        if bypass_cache and isinstance(self.credential, ManagedIdentityCredential):
+            return {"claims": ""}  # any claims value, even empty, makes azure-identity skip its own cache
+        return None
 
-        Without this, every caller of a burst would retry in turn once the lock is free:
-        against a down or slow identity endpoint that is one full azure-identity retry
-        cycle per queued invocation, and the last one waits for all of them.
-        """
-        if self._fetches_ended != ended and self._failure is not None:
-            raise self._failure.with_traceback(None)
+    def _may_refresh(self) -> bool:
+        failed_at = self._refresh_failed_at
+        return failed_at is None or self._clock() - failed_at >= REFRESH_RETRY_SECONDS
 
     def _needs_refresh(self, token: AccessTokenInfo) -> bool:
-        now = self._clock()
         margin = min(REFRESH_MARGIN_SECONDS, (token.expires_on - self._fetched_at) / 2)
         refresh_at = token.refresh_on or (token.expires_on - margin)
-        return now >= refresh_at or not self._usable(token)
+        return self._clock() >= refresh_at
 
     def _usable(self, token: AccessTokenInfo) -> bool:
         return token.expires_on - self._clock() > MIN_REMAINING_SECONDS
+
+
+# --- what azure-identity's failures mean to the caller -------------------------------------------
+
+_IDENTITY_UNREACHABLE_HINT = (
+    "In Azure the platform runs this endpoint (IDENTITY_ENDPOINT, or IMDS on a VM) and such failures are "
+    "usually brief: retry. On a laptop, check that `python -m devstack up` is running and that "
+    "IDENTITY_ENDPOINT is its current value.")
+
+
+def token_error(exc: BaseException) -> TokenError:
+    """An azure-identity (or azure-core transport) failure to get a token, in our words.
+
+    Only exception types, status codes and Entra's error codes decide: library
+    messages can echo the endpoint's answer, so they are never copied.
+    """
+    if isinstance(exc, TokenError):
+        return exc
+    if isinstance(exc, CredentialUnavailableError):
+        return TokenError(
+            "The managed identity is not available here.",
+            hint="In Azure, check that the identity is assigned to the Function App and that "
+            "MANAGED_IDENTITY_CLIENT_ID is its client ID. On a laptop, run `python -m devstack up` "
+            "and use its settings, or unset MANAGED_IDENTITY_CLIENT_ID to use your `az login`.",
+        )
+    if isinstance(exc, ClientAuthenticationError):
+        return _identity_failure(exc)
+    failure = connection_failure(exc)
+    if failure is ConnectionFailure.TIMEOUT:
+        return TokenError("The managed-identity endpoint did not answer in time.", hint=_IDENTITY_UNREACHABLE_HINT,
+                          status=504)
+    if failure is ConnectionFailure.NOT_CONNECTED:
+        return TokenError("Could not connect to the managed-identity endpoint.", hint=_IDENTITY_UNREACHABLE_HINT)
+    if failure is ConnectionFailure.BROKEN:
+        return TokenError("The connection to the managed-identity endpoint failed before a complete answer.",
+                          hint=_IDENTITY_UNREACHABLE_HINT)
+    return TokenError("Unexpected error while getting an access token.")
+
+
+def _identity_failure(exc: ClientAuthenticationError) -> TokenError:
+    # azure-identity raises this one type for a refusal, a failing endpoint and an unreadable
+    # answer; the HTTP status it carries (when there was a response) tells them apart.
+    status = exc.status_code if exc.response is not None else None
+    if status is not None and status < 400:
+        return TokenError("The identity endpoint's answer was not a token response (malformed JSON or no "
+                          "access_token).", hint="In Azure this is transient: retry.")
+    if status == 500:
+        # App Service answers this one vague 500 for any token Entra refuses, as well as for its own failures.
+        return TokenError("The identity endpoint failed with HTTP 500, also after azure-identity's retries.",
+                          hint="If it persists, Entra ID is refusing the token and App Service does not say why: "
+                               "check that API_APP_ID_URI names the API's app registration and that the identity "
+                               "has an app role on it (the API requires one). Otherwise it is transient: retry.")
+    if status is not None and status > 500:
+        return TokenError(f"The identity endpoint failed with HTTP {status}, also after azure-identity's retries.",
+                          hint="In Azure this is usually transient: retry.")
+    return TokenError("The identity endpoint refused to issue a token.", hint=_identity_refusal_hint(exc))
+
+
+def _identity_refusal_hint(exc: ClientAuthenticationError) -> str:
+    text = str(getattr(exc, "message", "") or "")
+    if "AADSTS500011" in text:  # "The resource principal named … was not found in the tenant"
+        return "Entra ID has no app with this App ID URI in the tenant: check API_APP_ID_URI."
+    if "AADSTS501051" in text:  # "Application … is not assigned to a role for the application …"
+        return ("The identity has no app role on the API, and the API requires one before Entra ID issues a "
+                "token: assign it a role (an appRoleAssignedTo on the API's service principal), then retry.")
+    if "No User Assigned" in text or "Identity not found" in text:
+        return ("No managed identity with that client ID is assigned to this app: check "
+                "MANAGED_IDENTITY_CLIENT_ID against the identity's client ID (not its principal ID).")
+    return "Check the identity assignment and API_APP_ID_URI."

@@ -14,7 +14,7 @@ from azure.core.credentials import AccessTokenInfo
 from shared.apim import ApimClient, Timeouts
 from shared.errors import (
     AccessDenied,
-    RequestError,
+    BadRequest,
     Throttled,
     UnsupportedMediaType,
     UpstreamError,
@@ -183,7 +183,7 @@ async def test_a_bad_path_is_the_callers_error_not_a_failed_call(server, client,
     script, _ = server
     recorded: list[tuple] = []
     monkeypatch.setattr("shared.apim.telemetry.record_call", lambda *args, **kwargs: recorded.append(args))
-    with pytest.raises(RequestError):
+    with pytest.raises(BadRequest):
         await client.call("GET", "orders/../admin")
     assert recorded == [] and script.seen == []  # nothing sent, nothing in the apim.call.* metrics
     await client.call("GET", "status")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import RequestError
+from shared.errors import BadRequest
 from shared.paths import build_url
 
 BASE = "https://contoso.azure-api.net/orders"
@@ -33,11 +33,11 @@ def test_good_paths(path, query, expected):
     "orders\r\nX-Injected: 1", "orders\x00", "",  "/", "a" * 3000,
 ])
 def test_bad_paths_are_refused(path):
-    with pytest.raises(RequestError):
+    with pytest.raises(BadRequest):
         build_url(BASE, path)
 
 
 @pytest.mark.parametrize("query", ["a=%0d%0aX-Injected:%201", "a=1\r\nb", "subscription-key=abc"])
 def test_bad_queries_are_refused(query):
-    with pytest.raises(RequestError):
+    with pytest.raises(BadRequest):
         build_url(BASE, "orders", query)

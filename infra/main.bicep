@@ -70,15 +70,20 @@ param instanceMemoryMB int = 2048
 @description('Also deploy a Consumption Logic App that calls the API with the reader identity.')
 param deployLogicApp bool = false
 
+@description('Service tree / service management reference of the API\'s app registration, for tenants whose app management policy requires one (a GUID from your organisation\'s service catalogue). Empty: not set.')
+param serviceManagementReference string = ''
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
 }
 
 // The API's app registration. The App ID URI uses the unique name, so two environments in one
-// tenant never share (or overwrite) an app registration.
+// tenant never share (or overwrite) an app registration. It has the form api://<tenant ID>/<name>,
+// one of Entra ID's secure identifier URI patterns: tenants that enforce the default app
+// management policy ("identifier URI restrictions") refuse api://<name> alone.
 var apiUniqueName = 'orders-api-${resourceToken}'
-var apiAppIdUri = 'api://${apiUniqueName}'
+var apiAppIdUri = 'api://${tenant().tenantId}/${apiUniqueName}'
 
 // App role values: the Entra app roles, the APIM named values the policies check, and the
 // devstack's roles (devstack/config.json) are all these two strings.
@@ -126,6 +131,7 @@ module entraApi 'modules/entra-api.bicep' = {
     uniqueName: apiUniqueName
     displayName: 'Orders API (${environmentName})'
     identifierUri: apiAppIdUri
+    serviceManagementReference: serviceManagementReference
     readRole: roles.read
     writeRole: roles.write
   }

@@ -14,8 +14,11 @@ param uniqueName string
 @description('Display name of the app registration.')
 param displayName string
 
-@description('Application ID URI, e.g. api://orders-api-abc123. Tokens are requested for <uri>/.default.')
+@description('Application ID URI in a secure identifier URI pattern, e.g. api://<tenant ID>/orders-api-abc123. Tokens are requested for <uri>/.default.')
 param identifierUri string
+
+@description('Service management reference for tenants whose app management policy requires one; empty: not set.')
+param serviceManagementReference string
 
 @description('Value of the app role for reads (GET), e.g. Orders.Read.')
 param readRole string
@@ -33,6 +36,7 @@ resource apiApp 'Microsoft.Graph/applications@v1.0' = {
   displayName: displayName
   // Single tenant: only identities of this tenant get tokens for the API.
   signInAudience: 'AzureADMyOrg'
+  serviceManagementReference: empty(serviceManagementReference) ? null : serviceManagementReference
   identifierUris: [
     identifierUri
   ]

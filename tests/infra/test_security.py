@@ -233,9 +233,22 @@ def test_api_app_registration(templates: dict[str, Any]) -> None:
     assert principal["appRoleAssignmentRequired"] is True
 
 
-def test_app_id_uri_is_api_scheme_and_unique_per_environment(main: dict[str, Any]) -> None:
-    assert bicep.variable(main, "apiAppIdUri") == "api://${apiUniqueName}"
+def test_app_id_uri_is_a_secure_pattern_and_unique_per_environment(main: dict[str, Any]) -> None:
+    # api://<tenant ID>/<string>: one of Entra ID's secure identifier URI patterns, which tenants
+    # enforcing the default app management policy require (api://<string> alone is refused).
+    assert bicep.variable(main, "apiAppIdUri") == "api://${tenant().tenantId}/${apiUniqueName}"
     assert bicep.variable(main, "apiUniqueName") == "orders-api-${resourceToken}"
+
+
+def test_service_management_reference_is_optional_and_reaches_the_app_registration(
+        main: dict[str, Any], templates: dict[str, Any]) -> None:
+    assert main["parameters"]["serviceManagementReference"]["default"] == ""
+    assert main["modules"]["entraApi"]["config"]["params"]["serviceManagementReference"] == "serviceManagementReference"
+    _, app = bicep.one(templates, "Microsoft.Graph/applications")
+    # Not set at all when empty (an empty string is not a valid reference).
+    assert app["serviceManagementReference"] == {"operator": {"type": "conditional", "operands": {
+        "condition": {"function": {"type": "empty", "parameters": {"item_to_test": "serviceManagementReference"}}},
+        "true_value": None, "false_value": "serviceManagementReference"}}}
 
 
 def test_each_caller_identity_gets_exactly_its_app_role(templates: dict[str, Any]) -> None:

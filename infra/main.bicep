@@ -11,8 +11,43 @@ targetScope = 'subscription'
 @description('Name of the environment (azd env name); names and tags derive from it.')
 param environmentName string
 
+// Regions that offer Flex Consumption (az functionapp list-flexconsumption-locations); azd offers
+// only these when it asks for a location. The list grows: add a region once that command lists it.
 @minLength(1)
-@description('Region of every resource. It must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
+@description('Region of every resource: one that offers Flex Consumption.')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @metadata({
   azd: {
     type: 'location'
@@ -44,10 +79,12 @@ param backendServiceUrl string = ''
 @description('TIMER_SCHEDULE of the timer trigger (NCRONTAB with seconds). Default: every 5 minutes.')
 param timerSchedule string = '0 */5 * * * *'
 
-@description('Python version of the Function App.')
+// What Flex Consumption supports (3.10-3.12, "Supported language stack versions") and the app
+// needs (3.11 or later, pyproject.toml).
+@description('Python version of the Function App (Flex Consumption builds requirements.txt remotely with it).')
 @allowed([
+  '3.11'
   '3.12'
-  '3.13'
 ])
 param pythonVersion string = '3.12'
 
@@ -69,6 +106,16 @@ param instanceMemoryMB int = 2048
 
 @description('Also deploy a Consumption Logic App that calls the API with the reader identity.')
 param deployLogicApp bool = false
+
+@description('Object ID of whoever runs `azd up` (azd sets AZURE_PRINCIPAL_ID): granted what a laptop run against this deployment needs (both app roles on the API, reading the subscription key secret, sending telemetry). Empty: nobody.')
+param principalId string = ''
+
+@description('Kind of principalId: User (a developer at a laptop) or ServicePrincipal (a pipeline).')
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
 
 @description('Service tree / service management reference of the API\'s app registration, for tenants whose app management policy requires one (a GUID from your organisation\'s service catalogue). Empty: not set.')
 param serviceManagementReference string = ''
@@ -166,6 +213,7 @@ module entraRoleAssignments 'modules/entra-role-assignments.bicep' = {
     writeRoleId: entraApi.outputs.writeRoleId
     readerPrincipalId: identities.outputs.readerPrincipalId
     writerPrincipalId: identities.outputs.writerPrincipalId
+    developerPrincipalId: principalId
   }
   dependsOn: [
     apim
@@ -204,6 +252,8 @@ module rbac 'modules/rbac.bicep' = {
     appInsightsName: monitoring.outputs.appInsightsName
     keyVaultName: keyVault.outputs.vaultName
     keyVaultItemName: keyVault.outputs.itemName
+    developerPrincipalId: principalId
+    developerPrincipalType: principalType
   }
 }
 

@@ -30,6 +30,13 @@ param writeRole string
 // updates the role instead of creating a new one (which would orphan existing assignments).
 var readRoleId = guid(tenant().tenantId, uniqueName, readRole)
 var writeRoleId = guid(tenant().tenantId, uniqueName, writeRole)
+var developerScopeId = guid(tenant().tenantId, uniqueName, 'user_impersonation')
+
+// The Azure CLI's public client ID (the same in every tenant). Pre-authorized for the scope below,
+// so that `az login` can get a token for this API without a consent prompt: the developer's
+// laptop run (AzureCliCredential) calls the API with it. Who may call is still decided by app role
+// assignments (assignment required on the service principal; roles checked by APIM).
+var azureCliClientId = '04b07795-8ddb-461a-bbee-02f9e1bf7b46'
 
 resource apiApp 'Microsoft.Graph/applications@v1.0' = {
   uniqueName: uniqueName
@@ -44,6 +51,26 @@ resource apiApp 'Microsoft.Graph/applications@v1.0' = {
     // v2 access tokens: aud is the API's client ID and iss ends in /v2.0. The APIM policy and the
     // devstack (devstack/config.json accepted_token_version) expect exactly this.
     requestedAccessTokenVersion: 2
+    // One delegated scope, so that a signed-in developer can request a token for the API at all;
+    // the roles in that token come from the developer's app role assignments (main.bicep principalId).
+    oauth2PermissionScopes: [
+      {
+        id: developerScopeId
+        value: 'user_impersonation'
+        type: 'Admin'
+        isEnabled: true
+        adminConsentDisplayName: 'Call the Orders API as the signed-in user'
+        adminConsentDescription: 'Lets a developer call the Orders API with their own sign-in; what they may do is set by their app role assignments.'
+      }
+    ]
+    preAuthorizedApplications: [
+      {
+        appId: azureCliClientId
+        delegatedPermissionIds: [
+          developerScopeId
+        ]
+      }
+    ]
   }
   appRoles: [
     {
@@ -51,8 +78,10 @@ resource apiApp 'Microsoft.Graph/applications@v1.0' = {
       value: readRole
       displayName: readRole
       description: 'Read orders and the API status (GET).'
+      // Applications (the managed identities) and users (a developer at a laptop, when assigned).
       allowedMemberTypes: [
         'Application'
+        'User'
       ]
       isEnabled: true
     }
@@ -63,6 +92,7 @@ resource apiApp 'Microsoft.Graph/applications@v1.0' = {
       description: 'Create orders (POST and other non-GET methods).'
       allowedMemberTypes: [
         'Application'
+        'User'
       ]
       isEnabled: true
     }

@@ -23,6 +23,9 @@ param readerPrincipalId string
 @description('Principal ID of the writer identity; empty to give the write role to the reader identity.')
 param writerPrincipalId string
 
+@description('Object ID of the developer (AZURE_PRINCIPAL_ID) who runs the app on a laptop against this deployment; empty: none.')
+param developerPrincipalId string
+
 // Reader identity -> Orders.Read: the Function App's GET calls (timer, HTTP GET).
 resource readerCanRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
   resourceId: apiServicePrincipalId
@@ -39,3 +42,17 @@ resource writerCanWrite 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
 
 // The optional Logic App (logic-app.bicep) calls with the reader identity, so it needs no
 // assignment of its own: the same app role and the same APIM policy serve it.
+
+// The developer (azd's AZURE_PRINCIPAL_ID), when given -> both roles: a laptop run calls the API
+// with the developer's own token (AzureCliCredential), which then carries these roles.
+resource developerCanRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (!empty(developerPrincipalId)) {
+  resourceId: apiServicePrincipalId
+  appRoleId: readRoleId
+  principalId: developerPrincipalId
+}
+
+resource developerCanWrite 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (!empty(developerPrincipalId)) {
+  resourceId: apiServicePrincipalId
+  appRoleId: writeRoleId
+  principalId: developerPrincipalId
+}

@@ -15,8 +15,8 @@ param serviceName string = 'api'
 
 @description('Python version of the Flex Consumption runtime.')
 @allowed([
+  '3.11'
   '3.12'
-  '3.13'
 ])
 param pythonVersion string
 

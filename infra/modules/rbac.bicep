@@ -18,6 +18,12 @@ param keyVaultName string
 @description('Name of the Key Vault secret the APIM_SUBSCRIPTION_KEY reference points to.')
 param keyVaultItemName string
 
+@description('Object ID of the developer (AZURE_PRINCIPAL_ID) who runs the app on a laptop against this deployment; empty: none.')
+param developerPrincipalId string
+
+@description('User or ServicePrincipal: the kind of developerPrincipalId.')
+param developerPrincipalType string
+
 // Built-in role definition IDs (the same in every tenant).
 var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
@@ -78,5 +84,33 @@ resource hostSecret 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
     principalId: hostPrincipalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// ---- The developer's laptop run (only when AZURE_PRINCIPAL_ID is given) --------------------------
+// The app under Core Tools on a laptop reads the subscription key into local.settings.json and
+// sends its telemetry with the developer's own sign-in; host storage is Azurite there.
+
+// Key Vault Secrets User (4633458b-17de-408a-b874-0445c86b69e6) on the one secret: the developer
+// reads APIM_SUBSCRIPTION_KEY (az keyvault secret show) for local.settings.json.
+resource developerSecret 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(developerPrincipalId)) {
+  name: guid(secret.id, developerPrincipalId, roles.keyVaultSecretsUser)
+  scope: secret
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: developerPrincipalId
+    principalType: developerPrincipalType
+  }
+}
+
+// Monitoring Metrics Publisher (3913510d-42f4-4e42-8a64-420c390055eb) on Application Insights:
+// local auth is off, so telemetry from a laptop needs an Entra identity allowed to publish.
+resource developerTelemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(developerPrincipalId)) {
+  name: guid(appInsights.id, developerPrincipalId, roles.monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: developerPrincipalId
+    principalType: developerPrincipalType
   }
 }

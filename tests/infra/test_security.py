@@ -118,8 +118,9 @@ def test_flex_consumption_python_with_identity_based_deployment(templates: dict[
     file, _ = bicep.one(templates, "Microsoft.Web/sites")
     allowed = next(d["argument"] for d in templates[file]["parameters"]["pythonVersion"]["decorators"]
                    if d["type"] == "allowed")
+    # Flex Consumption supports 3.10-3.12; the app needs 3.11 or later (pyproject.toml).
     assert "3.12" in allowed
-    assert set(allowed) <= {"3.12", "3.13"}
+    assert set(allowed) == {"3.11", "3.12"}
     auth = config["deployment"]["storage"]["authentication"]
     assert auth["type"] == "UserAssignedIdentity"
     assert bicep.accessor(auth["userAssignedIdentityResourceId"]) == ["hostIdentity", "id"]
@@ -188,7 +189,8 @@ def test_only_known_roles_are_assigned(templates: dict[str, Any]) -> None:
     assert {role for _, _, role, _ in assignments} == set(KNOWN_ROLES)
     for file, symbol, role, assignment in assignments:
         assert bicep.GUID.match(role), f"{file}: {symbol} role {role}"
-        assert assignment["properties"]["principalType"] == "ServicePrincipal", f"{file}: {symbol}"
+        expected = "developerPrincipalType" if symbol.startswith("developer") else "ServicePrincipal"
+        assert assignment["properties"]["principalType"] == expected, f"{file}: {symbol}"
 
 
 def test_every_role_assignment_is_commented(templates: dict[str, Any]) -> None:
@@ -212,6 +214,8 @@ def test_role_scopes_are_the_narrowest(templates: dict[str, Any]) -> None:
         ("modules/rbac.bicep", "hostStorage"): "storage",
         ("modules/rbac.bicep", "hostTelemetry"): "appInsights",
         ("modules/rbac.bicep", "hostSecret"): "secret",  # one secret, not the whole vault
+        ("modules/rbac.bicep", "developerSecret"): "secret",
+        ("modules/rbac.bicep", "developerTelemetry"): "appInsights",
         ("modules/apim.bicep", "apimCanPublishTelemetry"): "appInsights",
     }
 
@@ -227,8 +231,14 @@ def test_api_app_registration(templates: dict[str, Any]) -> None:
     roles = {role["value"]: role for role in app["appRoles"]}
     assert set(roles) == {"readRole", "writeRole"}
     for role in roles.values():
-        assert role["allowedMemberTypes"] == ["Application"]
+        # Managed identities, and a developer at a laptop when assigned (principalId).
+        assert role["allowedMemberTypes"] == ["Application", "User"]
         assert role["isEnabled"] is True
+    # A signed-in developer gets a token through the Azure CLI without a consent prompt.
+    (scope,) = app["api"]["oauth2PermissionScopes"]
+    assert scope["id"] == "developerScopeId" and scope["isEnabled"] is True
+    (client,) = app["api"]["preAuthorizedApplications"]
+    assert client == {"appId": "azureCliClientId", "delegatedPermissionIds": ["developerScopeId"]}
     _, principal = bicep.one(templates, "Microsoft.Graph/servicePrincipals")
     assert principal["appRoleAssignmentRequired"] is True
 
@@ -253,12 +263,27 @@ def test_service_management_reference_is_optional_and_reaches_the_app_registrati
 
 def test_each_caller_identity_gets_exactly_its_app_role(templates: dict[str, Any]) -> None:
     assignments = {symbol: body for _, symbol, body in bicep.resources(templates, "Microsoft.Graph/appRoleAssignedTo")}
-    assert set(assignments) == {"readerCanRead", "writerCanWrite"}
+    assert set(assignments) == {"readerCanRead", "writerCanWrite", "developerCanRead", "developerCanWrite"}
     assert assignments["readerCanRead"]["appRoleId"] == "readRoleId"
     assert assignments["readerCanRead"]["principalId"] == "readerPrincipalId"
     assert assignments["writerCanWrite"]["appRoleId"] == "writeRoleId"
     # The writer identity, or the reader when there is no separate writer.
     assert "writerPrincipalId" in str(assignments["writerCanWrite"]["principalId"])
+
+
+def test_the_developer_gets_laptop_rights_only_when_named(templates: dict[str, Any], main: dict[str, Any]) -> None:
+    assert main["parameters"]["principalId"]["default"] == ""
+    for file in ("modules/entra-role-assignments.bicep", "modules/rbac.bicep"):
+        developer = {symbol: resource for symbol, resource in templates[file]["resources"].items()
+                     if symbol.startswith("developer")}
+        assert developer, file
+        for symbol, resource in developer.items():
+            condition = resource["config"]["condition"]
+            assert bicep.functions(condition, "empty") == [{"item_to_test": "developerPrincipalId"}], symbol
+    graph = {symbol: body for _, symbol, body in bicep.resources(templates, "Microsoft.Graph/appRoleAssignedTo")}
+    assert graph["developerCanRead"]["appRoleId"] == "readRoleId"
+    assert graph["developerCanWrite"]["appRoleId"] == "writeRoleId"
+    assert graph["developerCanRead"]["principalId"] == graph["developerCanWrite"]["principalId"] == "developerPrincipalId"
 
 
 # ---- outputs ------------------------------------------------------------------------------------

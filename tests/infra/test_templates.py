@@ -116,3 +116,28 @@ def test_each_policy_is_sent_in_the_format_its_file_is_written_in(templates: dic
                     ElementTree.fromstring(text)  # noqa: S314 - a file of this repository, parsed as APIM will
                 checked += 1
     assert checked >= 4  # API, operations (read, write) and the sample backend
+
+
+def _decorator(parameter: dict[str, Any], kind: str) -> Any:
+    return next((d["argument"] for d in parameter["decorators"] if d["type"] == kind), None)
+
+
+def test_location_is_limited_to_flex_consumption_regions_and_azd_asks_for_one(main: dict[str, Any]) -> None:
+    location = main["parameters"]["location"]
+    assert _decorator(location, "metadata") == {"azd": {"type": "location"}}
+    allowed = _decorator(location, "allowed")
+    assert allowed, "location is not limited to Flex Consumption regions"
+    # A sample of regions without Flex Consumption, and canary regions, stay out.
+    assert not {"westindia", "jioindiawest", "eastus2euap", "centraluseuap", "qatarcentral"} & set(allowed)
+    assert {"swedencentral", "eastus", "westeurope"} <= set(allowed)
+    assert allowed == sorted(allowed) and len(allowed) == len(set(allowed))
+    # The examples in the READMEs use an allowed region.
+    for readme in (bicep.ROOT / "README.md", bicep.INFRA / "README.md"):
+        for region in re.findall(r"AZURE_LOCATION (\w+)|LOCATION=(\w+)", readme.read_text()):
+            assert set(region) - {""} <= set(allowed), (readme.name, region)
+
+
+def test_python_versions_are_the_same_in_main_and_the_module(templates: dict[str, Any]) -> None:
+    offered = _decorator(templates["main.bicep"]["parameters"]["pythonVersion"], "allowed")
+    accepted = _decorator(templates["modules/function-app.bicep"]["parameters"]["pythonVersion"], "allowed")
+    assert offered == accepted

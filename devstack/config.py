@@ -29,6 +29,9 @@ class Identity:
     resource_id: str
     roles: tuple[str, ...] = ()
     system_assigned: bool = False
+    # Azure RBAC roles the identity holds on the stack's resources (e.g. "Monitoring Metrics
+    # Publisher" on Application Insights, which Entra-authenticated ingestion requires).
+    azure_roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class ApiApp:
     # appRoleAssignmentRequired on the API's service principal (infra/ sets it): Entra then
     # issues no token for the API to an identity without an app role (AADSTS501051).
     assignment_required: bool = True
+    # Optional claims the app registration asks for (optionalClaims.accessToken), e.g. "idtyp".
+    optional_claims: tuple[str, ...] = ()
 
     def matches(self, resource: str) -> bool:
         """True if `resource` (as sent to a token endpoint) names this app."""
@@ -57,11 +62,19 @@ class StackConfig:
     api: ApiApp
     identities: dict[str, Identity]
     other_resources: tuple[str, ...] = ()
-    token_lifetime_seconds: int = 3600
+    # Managed-identity tokens: valid this long from when the platform mints them (Azure: 24 h),
+    # with iat/nbf this far in the past (Entra: 5 min), so exp - iat is about 24 h 5 min.
+    token_lifetime_seconds: int = 86400
+    token_backdate_seconds: int = 300
     api_path: str = "orders"
     policy_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "infra" / "apim")
     subscription_key: str | None = None
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    # APIM refetches an OpenID configuration for a token whose kid it does not know at most this often.
+    openid_refetch_seconds: int = 300
+    # Application Insights' disableLocalAuth: false (infra/ deploys it so) means ingestion takes
+    # only Entra-authenticated telemetry.
+    ingestion_local_auth: bool = False
 
     @property
     def system_identity(self) -> Identity | None:
@@ -105,6 +118,7 @@ def load_config(path: Path | str | None = None, **overrides: object) -> StackCon
             read_role=api["roles"]["read"],
             write_role=api["roles"]["write"],
             assignment_required=bool(api.get("assignment_required", True)),
+            optional_claims=tuple(api.get("optional_claims", ())),
         ),
         identities={
             name: Identity(
@@ -114,15 +128,19 @@ def load_config(path: Path | str | None = None, **overrides: object) -> StackCon
                 resource_id=item["resource_id"],
                 roles=tuple(item.get("roles", ())),
                 system_assigned=bool(item.get("system_assigned", False)),
+                azure_roles=tuple(item.get("azure_roles", ())),
             )
             for name, item in raw["identities"].items()
         },
         other_resources=tuple(raw.get("other_resources", ())),
-        token_lifetime_seconds=int(raw.get("token_lifetime_seconds", 3600)),
+        token_lifetime_seconds=int(raw.get("token_lifetime_seconds", 86400)),
+        token_backdate_seconds=int(raw.get("token_backdate_seconds", 300)),
         api_path=apim.get("api_path", "orders").strip("/"),
         policy_dir=policy_dir if policy_dir.is_absolute() else PROJECT_ROOT / policy_dir,
         subscription_key=apim.get("subscription_key"),
         ports={**DEFAULT_PORTS, **{name: parse_port(name, value) for name, value in raw.get("ports", {}).items()}},
+        openid_refetch_seconds=int(apim.get("openid_refetch_seconds", 300)),
+        ingestion_local_auth=bool(raw.get("ingestion", {}).get("local_auth", False)),
     )
     if overrides:
         from dataclasses import replace

@@ -8,9 +8,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 from devstack.config import StackConfig
+from devstack.entra import TokenIssuer
 from devstack.faults import FaultBoard
-from devstack.tokens import TokenIssuer
+from devstack.identity.platform import PlatformTokenCache, RoleAssignments
 
 
 class Stats:
@@ -50,6 +53,8 @@ class StackState:
 
     config: StackConfig
     issuer: TokenIssuer
+    roles: RoleAssignments
+    platform: PlatformTokenCache
     identity_header: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     subscription_key: str = field(default_factory=lambda: secrets.token_hex(16))
     faults: FaultBoard = field(default_factory=FaultBoard)
@@ -60,7 +65,13 @@ class StackState:
 
     @classmethod
     def create(cls, config: StackConfig) -> StackState:
-        state = cls(config=config, issuer=TokenIssuer(config))
+        issuer = TokenIssuer(config)
+        roles = RoleAssignments(config)
+        state = cls(config=config, issuer=issuer, roles=roles, platform=PlatformTokenCache(issuer, roles))
         if config.subscription_key:
             state.subscription_key = config.subscription_key
         return state
+
+
+# The key under which a service's aiohttp application holds the stack's state.
+STATE = web.AppKey("state", StackState)

@@ -54,6 +54,20 @@ class Control:
     def faults(self) -> list[dict[str, Any]]:
         return self._call("GET", "/faults")
 
+    def roll_over_tokens(self, identity: str | None = None) -> int:
+        """Empty the platform's token cache (one identity's, or all): as if Azure refreshed it."""
+        return self._call("POST", "/identity/rollover", {"identity": identity} if identity else {})["tokens_dropped"]
+
+    def assign_role(self, identity: str, role: str) -> list[str]:
+        return self._call("POST", "/identity/roles", {"identity": identity, "role": role})["roles"]
+
+    def remove_role(self, identity: str, role: str) -> list[str]:
+        return self._call("DELETE", "/identity/roles", {"identity": identity, "role": role})["roles"]
+
+    def rotate_signing_key(self) -> str:
+        """Sign new tokens with a new key (the previous one stays published); returns its kid."""
+        return self._call("POST", "/identity/signing-keys/rotate")["kid"]
+
     def backend_requests(self) -> list[dict[str, Any]]:
         """What reached the backend since the last reset, oldest first."""
         return self._call("GET", "/backend/requests")

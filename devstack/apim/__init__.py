@@ -85,7 +85,8 @@ def create_app(state: StackState, *, metadata_source: MetadataSource | None = No
         service_url=state.endpoints["backend_url"],
         subscription_key=state.subscription_key,
         entra_config_url=state.endpoints["openid_config_url"],
-        keys=metadata_source or HttpMetadataSource(session=lambda: app[SESSION]),
+        keys=metadata_source or HttpMetadataSource(session=lambda: app[SESSION],
+                                                   min_refresh_seconds=state.config.openid_refetch_seconds),
         session=lambda: app[SESSION],
     )
     app.router.add_route("*", "/{tail:.*}", gateway.handle)

@@ -23,7 +23,7 @@ from jwt.algorithms import RSAAlgorithm
 from devstack.apim.expressions import Expression, ExpressionContext, Jwt
 from devstack.apim.openid import MetadataError, MetadataSource
 from devstack.apim.policy import RequiredClaim, SigningKey, TokenCheck, ValidateAzureAdToken, ValidateJwt
-from devstack.tokens import v1_issuer, v2_issuer
+from devstack.entra import v1_issuer, v2_issuer
 
 log = logging.getLogger(__name__)
 

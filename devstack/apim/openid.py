@@ -1,10 +1,13 @@
 """Signing keys and issuers from OpenID Connect discovery documents.
 
 `HttpMetadataSource` is what the gateway uses: it fetches the configuration and its
-JWKS over HTTP and caches them the way APIM documents for validate-jwt (kept for an
-hour; a token naming a key that is not in the cache triggers a refetch at most
-once every five minutes). `StaticMetadataSource` serves fixed documents, so token
-validation can be tested without an identity service.
+JWKS over HTTP and caches them as APIM does for validate-jwt: kept for an hour
+(MicrosoftDocs/azure-docs#93033), and a token naming a key that is not in the cache
+triggers a refetch at most once every five minutes. APIM does not document that
+interval; five minutes is the default of Microsoft.IdentityModel's
+ConfigurationManager (RefreshInterval), the .NET library that does this job.
+`StaticMetadataSource` serves fixed documents, so token validation can be tested
+without an identity service.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class HttpMetadataSource:
 
     session: Callable[[], aiohttp.ClientSession]
     clock: Callable[[], float] = time.monotonic
+    min_refresh_seconds: float = MIN_REFRESH_SECONDS
     _cache: dict[str, _Entry] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
@@ -74,7 +78,7 @@ class HttpMetadataSource:
             entry = self._cache.get(url)
             if entry is not None:
                 age = self.clock() - entry.fetched_at
-                if age < CACHE_SECONDS and not (refresh and age >= MIN_REFRESH_SECONDS):
+                if age < CACHE_SECONDS and not (refresh and age >= self.min_refresh_seconds):
                     return entry.metadata
             try:
                 metadata = await self._fetch(url)

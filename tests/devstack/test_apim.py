@@ -10,6 +10,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,8 @@ from devstack.apim.jwt_validation import TokenRejected, TokenRules, validate
 from devstack.apim.openid import HttpMetadataSource, MetadataError, OpenIdMetadata, StaticMetadataSource
 from devstack.apim.policy import RequiredClaim, SigningKey
 from devstack.config import PROJECT_ROOT, load_config
+from devstack.entra import EntraSigningKey, TokenIssuer, v1_issuer, v2_issuer
 from devstack.state import StackState
-from devstack.tokens import SigningKey as RsaKey
-from devstack.tokens import TokenIssuer, v1_issuer, v2_issuer
 
 UNAUTHORIZED = b'{ "statusCode": 401, "message": "Unauthorized. Access token is missing or invalid." }'
 MISSING_KEY = (b'{ "statusCode": 401, "message": "Access denied due to missing subscription key. Make sure to '
@@ -157,10 +157,10 @@ async def test_a_token_without_the_operations_role_is_forbidden(apim, endpoints,
 def _sign_with_another_key(apim: Gateway, *, keep_kid: bool) -> str:
     stack = apim.stack.state
     claims = stack.issuer.claims_for(stack.config.identities["reader"], stack.config.api.app_id_uri)
-    other = RsaKey.generate()
-    if keep_kid:
-        other.kid = stack.issuer.key.kid  # claims to be Entra's key; the signature says otherwise
-    return TokenIssuer(stack.config, other).sign(claims)
+    other = EntraSigningKey.generate()
+    # With keep_kid the token claims to be signed by Entra's key; the signature says otherwise.
+    kid = stack.issuer.keys.current.kid if keep_kid else other.kid
+    return jwt.encode(claims, other.private_key, algorithm="RS256", headers={"kid": kid})
 
 
 def _unsigned(apim: Gateway) -> str:
@@ -320,8 +320,7 @@ async def test_a_forward_request_timeout_is_apims_500(devstack, tmp_path):
 
 
 async def test_an_unreachable_backend_is_apims_500(devstack):
-    state = StackState(config=devstack.state.config, issuer=devstack.state.issuer,
-                       endpoints={**devstack.endpoints, "backend_url": "http://127.0.0.1:9"})  # discard port
+    state = replace(devstack.state, endpoints={**devstack.endpoints, "backend_url": "http://127.0.0.1:9"})  # discard
     status, body = await _status_through_another_gateway(state)
     assert (status, body["statusCode"], body["message"]) == (500, 500, "Internal server error")
 
@@ -335,7 +334,7 @@ async def test_metadata_comes_from_the_tenants_discovery_document_and_is_cached(
         url = endpoints["openid_config_url"]
         metadata = await source.get(url)
         assert metadata.issuer == v2_issuer(endpoints["tenant_id"])
-        assert [k["kid"] for k in metadata.keys] == [devstack.state.issuer.key.kid]
+        assert [k["kid"] for k in metadata.keys] == [k.kid for k in devstack.state.issuer.keys.published]
         await source.get(url)
         now[0] += 60
         await source.get(url, refresh=True)  # an unknown kid asks for a refetch: not within 5 minutes
@@ -449,8 +448,9 @@ async def test_issuer_signing_keys_rsa_and_symmetric(issuer, keys):
 
 async def test_an_rsa_public_key_is_never_an_hmac_secret(issuer, keys):
     """The classic algorithm-confusion attack: HS256 'signed' with the public key."""
-    public_pem = issuer.key.private_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-    header = base64.urlsafe_b64encode(json.dumps({"alg": "HS256", "kid": issuer.key.kid}).encode()).rstrip(b"=")
+    key = issuer.keys.current
+    public_pem = key.private_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "HS256", "kid": key.kid}).encode()).rstrip(b"=")
     payload = base64.urlsafe_b64encode(json.dumps(_claims(issuer)).encode()).rstrip(b"=")
     signature = base64.urlsafe_b64encode(hmac.new(public_pem, header + b"." + payload, hashlib.sha256).digest())
     forged = (header + b"." + payload + b"." + signature.rstrip(b"=")).decode()

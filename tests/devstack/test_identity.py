@@ -28,7 +28,8 @@ from devstack.config import load_config
 
 RESOURCE = "api://contoso-orders"
 SCOPE = f"{RESOURCE}/.default"
-LIFETIME = 3600  # token_lifetime_seconds in devstack/config.json
+LIFETIME = 86400  # token_lifetime_seconds in devstack/config.json: Azure's 24 hours from minting
+BACKDATE = 300  # token_backdate_seconds: iat and nbf five minutes in the past, as Entra sets them
 MODES = ("app_service", "imds")
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 APP_SERVICE_UNKNOWN_IDENTITY = (
@@ -80,10 +81,10 @@ def assert_v2_app_token(claims: dict[str, Any], identity: dict[str, Any], endpoi
     assert claims["oid"] == claims["sub"] == identity["principal_id"]
     assert claims["azp"] == identity["client_id"]
     assert claims["azpacr"] == "2"
-    assert claims["idtyp"] == "app"
+    assert "idtyp" not in claims  # optional, and infra/'s app registration does not ask for it
     assert claims["ver"] == "2.0"
     assert claims.get("roles", []) == identity["roles"]
-    assert claims["exp"] - claims["iat"] == LIFETIME
+    assert claims["exp"] - claims["iat"] == LIFETIME + BACKDATE
     assert "appid" not in claims
 
 
@@ -131,7 +132,7 @@ async def test_azure_identity_aio_gets_a_v2_token(mode: str, endpoints: dict[str
     assert_v2_app_token(claims, writer, endpoints)
 
 
-def test_msal_managed_identity_client_gets_a_v2_token(mode: str, endpoints: dict[str, Any]) -> None:
+def test_msal_managed_identity_client_gets_a_v2_token(mode: str, endpoints: dict[str, Any], control: Any) -> None:
     reader = endpoints["identities"]["reader"]
     client = msal.ManagedIdentityClient(msal.UserAssignedManagedIdentity(client_id=reader["client_id"]),
                                         http_client=requests.Session())
@@ -185,7 +186,7 @@ def test_user_assigned_identity_by_object_or_resource_id(mode: str, selector: st
 # --- the wire format -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("param", ["client_id", "principal_id", "object_id", "mi_res_id"])
-def test_app_service_response_fields(param: str, endpoints: dict[str, Any]) -> None:
+def test_app_service_response_fields(param: str, endpoints: dict[str, Any], control: Any) -> None:
     writer = endpoints["identities"]["writer"]
     value = {"client_id": writer["client_id"], "mi_res_id": writer["resource_id"]}.get(param, writer["principal_id"])
 
@@ -193,16 +194,18 @@ def test_app_service_response_fields(param: str, endpoints: dict[str, Any]) -> N
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"access_token", "expires_on", "not_before", "resource", "token_type", "client_id"}
-    assert body["expires_on"].isdigit() and body["not_before"].isdigit()  # epoch seconds, as strings
-    assert int(body["expires_on"]) - int(body["not_before"]) == LIFETIME
+    assert set(body) == {"access_token", "expires_on", "resource", "token_type", "client_id"}  # no not_before
+    assert body["expires_on"].isdigit()  # epoch seconds, as a string
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert int(body["expires_on"]) == claims["exp"] == claims["nbf"] + LIFETIME + BACKDATE
+    assert response.headers["X-CORRELATION-ID"]
     assert body["resource"] == RESOURCE
     assert body["token_type"] == "Bearer"
     assert body["client_id"] == writer["client_id"]
 
 
 @pytest.mark.parametrize("param", ["client_id", "object_id", "mi_res_id", "msi_res_id"])
-def test_imds_response_fields(param: str, endpoints: dict[str, Any]) -> None:
+def test_imds_response_fields(param: str, endpoints: dict[str, Any], control: Any) -> None:
     writer = endpoints["identities"]["writer"]
     value = {"client_id": writer["client_id"], "object_id": writer["principal_id"]}.get(param, writer["resource_id"])
 
@@ -213,7 +216,9 @@ def test_imds_response_fields(param: str, endpoints: dict[str, Any]) -> None:
     assert set(body) == {"access_token", "client_id", "expires_in", "expires_on", "ext_expires_in", "not_before",
                          "resource", "token_type"}
     assert all(isinstance(v, str) for v in body.values())  # IMDS sends every value as a string
-    assert body["expires_in"] == body["ext_expires_in"] == str(LIFETIME)
+    assert LIFETIME - 5 <= int(body["expires_in"]) <= LIFETIME
+    assert body["ext_expires_in"] == str(LIFETIME)
+    assert int(body["not_before"]) == int(body["expires_on"]) - LIFETIME - BACKDATE
     assert body["client_id"] == writer["client_id"]
 
 
@@ -355,8 +360,9 @@ def test_v1_token_shape(v1_stack: DevStack, monkeypatch: pytest.MonkeyPatch) -> 
     assert claims["appidacr"] == "2"
     assert claims["ver"] == "1.0"
     assert claims["roles"] == reader["roles"]
-    assert claims["idtyp"] == "app"
+    assert "idtyp" not in claims
     assert "azp" not in claims
+    assert jwt.get_unverified_header(token.token)["x5t"] == jwt.get_unverified_header(token.token)["kid"]
 
 
 def test_no_system_assigned_identity(v1_stack: DevStack) -> None:
@@ -385,7 +391,7 @@ def test_openid_configuration_v2(endpoints: dict[str, Any]) -> None:
     assert config["authorization_endpoint"] == f"{base}/{tenant}/oauth2/v2.0/authorize"
     assert config["id_token_signing_alg_values_supported"] == ["RS256"]
     keys = requests.get(config["jwks_uri"], timeout=5).json()["keys"]
-    assert [k["kty"] for k in keys] == ["RSA"] and keys[0]["issuer"] == config["issuer"]
+    assert [k["kty"] for k in keys] == ["RSA", "RSA"] and {k["issuer"] for k in keys} == {config["issuer"]}
 
 
 def test_openid_configuration_v1(endpoints: dict[str, Any]) -> None:
@@ -396,7 +402,7 @@ def test_openid_configuration_v1(endpoints: dict[str, Any]) -> None:
     assert config["jwks_uri"] == f"{base}/{tenant}/discovery/keys"
     assert config["token_endpoint"] == f"{base}/{tenant}/oauth2/token"
     keys = requests.get(config["jwks_uri"], timeout=5).json()["keys"]
-    assert len(keys) == 1 and "issuer" not in keys[0]  # Entra's v1 key set names no issuer
+    assert len(keys) == 2 and not any("issuer" in k for k in keys)  # Entra's v1 key set names no issuer
 
 
 @pytest.mark.parametrize("alias", ["common", "organizations"])
@@ -481,6 +487,6 @@ def test_token_and_identity_header_are_never_logged(caplog: pytest.LogCaptureFix
     app_service_get(endpoints, header="a-wrong-header-value")
 
     devstack_log = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("devstack"))
-    assert "token issued" in devstack_log
+    assert "token served" in devstack_log or "token minted and served" in devstack_log
     for secret in (good.json()["access_token"], endpoints["identity_header"], "a-wrong-header-value"):
         assert secret not in devstack_log

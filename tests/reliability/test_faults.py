@@ -302,13 +302,24 @@ async def test_apim_unreachable_is_upstream_unavailable(use_stack, control, back
     assert len(backoff) == 2  # three connect retries: immediate, then two backoff waits
 
 
-async def test_apim_401_after_a_good_token_gets_one_fresh_token_and_one_retry(use_stack, control, backoff):
+async def test_apim_401_with_a_new_platform_token_is_sent_once_more(use_stack, control, backoff):
     await use_stack("reader")
     assert (await get()).status_code == 200
+    control.roll_over_tokens()  # the platform has replaced its cached token since
     control.fault("apim", status=401, times=1)
     assert (await get()).status_code == 200
     assert counts(control)["token_requests"] == 2
     assert counts(control)["apim_by_status"] == {"200": 2, "401": 1}
+
+
+async def test_apim_401_with_the_same_platform_token_is_not_sent_again(use_stack, control, backoff):
+    # As in Azure: the platform hands back the token APIM just refused, so resending is pointless.
+    await use_stack("reader")
+    assert (await get()).status_code == 200
+    control.fault("apim", status=401, times=1)
+    error_of(await get(), 401, "access_denied")
+    assert counts(control)["token_requests"] == 2  # one request that bypassed the client's cache
+    assert counts(control)["apim_by_status"] == {"200": 1, "401": 1}
 
 
 async def test_apim_401_twice_is_access_denied_with_a_hint(use_stack, control, backoff, endpoints):
@@ -332,7 +343,8 @@ async def test_apim_401_twice_is_access_denied_with_a_hint(use_stack, control, b
 WRITE_CASES = {
     "no fault": (None, 201, None, 1, 1, 1),
     "APIM 429 Retry-After once": ({"service": "apim", "status": 429, "retry_after": 1}, 201, None, 2, 1, 1),
-    "APIM 401 once": ({"service": "apim", "status": 401}, 201, None, 2, 1, 1),
+    # The platform hands back the same token: not resent (a new one would be, once).
+    "APIM 401 once": ({"service": "apim", "status": 401}, 401, "access_denied", 1, 0, 0),
     "identity 503 once": ({"service": "identity", "status": 503}, 201, None, 1, 1, 1),
     "APIM 500": ({"service": "apim", "status": 500}, 500, "upstream_error", 1, 0, 0),
     "APIM 503 Retry-After": ({"service": "apim", "status": 503, "retry_after": 1}, 503, "upstream_error", 1, 0, 0),

@@ -137,6 +137,7 @@ async def test_no_secret_anywhere_in_a_full_debug_run(use_stack, control, backof
     for fault in ({"service": "apim", "status": 401, "times": 1}, {"service": "apim", "status": 401, "times": 2},
                   {"service": "identity", "status": 503, "times": 1}, {"service": "apim", "status": 503, "times": 9},
                   {"service": "apim", "drop_connection": True, "times": 9}):
+        control.roll_over_tokens()  # so that a renewal gets a new token, as after a platform refresh
         control.fault(**fault)
         await call("GET", "status")
         await run_timer()

@@ -283,7 +283,8 @@ def test_the_developer_gets_laptop_rights_only_when_named(templates: dict[str, A
     graph = {symbol: body for _, symbol, body in bicep.resources(templates, "Microsoft.Graph/appRoleAssignedTo")}
     assert graph["developerCanRead"]["appRoleId"] == "readRoleId"
     assert graph["developerCanWrite"]["appRoleId"] == "writeRoleId"
-    assert graph["developerCanRead"]["principalId"] == graph["developerCanWrite"]["principalId"] == "developerPrincipalId"
+    for symbol in ("developerCanRead", "developerCanWrite"):
+        assert graph[symbol]["principalId"] == "developerPrincipalId"
 
 
 # ---- outputs ------------------------------------------------------------------------------------

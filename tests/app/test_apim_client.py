@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+import jwt
 import pytest
 from aiohttp import web
 from azure.core.credentials import AccessTokenInfo
 
-from shared.apim import ApimClient, Timeouts
+from shared.apim import ApimClient, Timeouts, retry_after_seconds
 from shared.errors import (
     AccessDenied,
     BadRequest,
@@ -30,7 +32,8 @@ READER, WRITER = "0b7c6e3a-1f2d-4a5b-9c8d-7e6f5a4b3c21", "1c8d7f4b-2e3f-4b6c-8d9
 class Script:
     """Responses to give, in order; every request received is recorded."""
 
-    responses: list[web.Response | float] = field(default_factory=list)
+    responses: list[web.StreamResponse | float | Callable[[web.Request], Awaitable[web.StreamResponse]]] = field(
+        default_factory=list)
     seen: list[dict] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -40,16 +43,20 @@ class Script:
         if isinstance(step, float):  # a delay, then OK
             await asyncio.sleep(step)
             return web.json_response({"ok": True})
+        if callable(step):
+            return await step(request)
         return step
 
 
 class StaticCredential:
+    """`name-token-N`, or with `same` the first token again (as Azure's platform cache hands it back)."""
+
     def __init__(self, name: str) -> None:
-        self.name, self.calls = name, 0
+        self.name, self.calls, self.same = name, 0, False
 
     async def get_token_info(self, *scopes, options=None):
         self.calls += 1
-        return AccessTokenInfo(f"{self.name}-token-{self.calls}", 4_000_000_000)
+        return AccessTokenInfo(f"{self.name}-token-{1 if self.same else self.calls}", 4_000_000_000)
 
     async def close(self):
         pass
@@ -79,6 +86,12 @@ async def client(server) -> AsyncIterator[ApimClient]:
     client = ApimClient(settings, sources, timeouts=Timeouts(read=0.5, total=5, max_retry_after=2))
     yield client
     await client.close()
+
+
+def credential_of(client: ApimClient, method: str = "GET") -> StaticCredential:
+    credential = client.source_for(method).credential
+    assert isinstance(credential, StaticCredential)
+    return credential
 
 
 def status(code: int, retry_after: str | None = None, message: str = "nope") -> web.Response:
@@ -188,3 +201,147 @@ async def test_a_bad_path_is_the_callers_error_not_a_failed_call(server, client,
     assert recorded == [] and script.seen == []  # nothing sent, nothing in the apim.call.* metrics
     await client.call("GET", "status")
     assert [args[:2] for args in recorded] == [("GET", 200)]
+
+
+KEY_401 = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."
+
+
+async def test_a_401_about_the_subscription_key_costs_no_token_request(server, client):
+    script, _ = server
+    script.responses = [status(401, message=KEY_401), status(401, message=KEY_401)]
+    for _ in range(2):
+        with pytest.raises(AccessDenied) as caught:
+            await client.call("GET", "status")
+        assert "APIM_SUBSCRIPTION_KEY" in caught.value.hint
+    assert credential_of(client).calls == 1  # the first token only: a new one cannot fix a key
+    assert len(script.seen) == 2  # and nothing was sent again
+
+
+async def test_a_401_answered_with_the_same_token_is_not_resent_and_the_hint_says_why(server, client):
+    script, _ = server
+    credential_of(client).same = True
+    script.responses = [status(401, message="Invalid JWT.")]
+    with pytest.raises(AccessDenied) as caught:
+        await client.call("GET", "status")
+    assert credential_of(client).calls == 2  # one renewal was asked for
+    assert len(script.seen) == 1  # the same token is not sent again
+    assert "handed back the same token" in caught.value.hint and "24 hours" in caught.value.hint
+
+
+async def test_a_persistent_401_costs_one_renewal_per_interval_not_one_per_call(server, client):
+    script, _ = server
+    script.responses = [status(401, message="Invalid JWT.") for _ in range(10)]
+    for _ in range(5):
+        with pytest.raises(AccessDenied) as caught:
+            await client.call("GET", "status")
+    assert credential_of(client).calls == 2  # the first token and one renewal
+    assert len(script.seen) == 6  # one resend, after the renewal; then each call once
+    assert "at most once every 300 s" in caught.value.hint
+
+
+async def test_a_refused_calls_hint_reads_the_claims_of_the_token_it_sent(server):
+    script, base = server
+    settings = Settings(apim_base_url=base, api_app_id_uri="api://contoso-orders", client_id=READER)
+
+    class JwtCredential(StaticCredential):
+        async def get_token_info(self, *scopes, options=None):
+            self.calls += 1
+            claims = {"azp": READER, "roles": [f"Role{self.calls}"], "aud": "api://contoso-orders"}
+            return AccessTokenInfo(jwt.encode(claims, "k" * 32, algorithm="HS256"), 4_000_000_000)
+
+    source = TokenSource(JwtCredential("reader"), settings.scope, client_id=READER)
+    client = ApimClient(settings, {READER: source}, timeouts=Timeouts(read=0.5, total=5))
+    script.responses = [status(401), status(403)]
+    try:
+        with pytest.raises(AccessDenied) as caught:
+            await client.call("GET", "status")
+    finally:
+        await client.close()
+    assert "['Role2']" in caught.value.hint  # the renewed token's, which the 403 answered
+
+
+@pytest.mark.parametrize("code", [200, 302, 404, 500])
+async def test_no_answer_gives_back_the_token_or_the_key(server, client, code):
+    script, _ = server
+
+    async def echo(request: web.Request) -> web.Response:
+        sent = request.headers["Authorization"] + " " + request.headers["Ocp-Apim-Subscription-Key"]
+        return web.Response(status=code, text=json.dumps({"you sent": sent, "message": sent}),
+                            headers={"Location": f"/x?auth={sent}", "ETag": sent, "Content-Type": f"text/{sent}"})
+
+    script.responses = [echo, echo, echo, echo]
+    try:
+        response = await client.call("POST", "orders", body=b"{}", content_type="application/json")
+        returned = [response.body.decode(), json.dumps(response.headers), response.content_type or ""]
+    except UpstreamError as error:
+        returned = [json.dumps(error.to_json()), json.dumps(error.headers), str(error)]
+    text = " ".join(returned)
+    assert "writer-token-1" not in text and "k3y" not in text
+    assert "[redacted]" in text
+
+
+async def test_a_body_that_trickles_in_ends_within_the_read_and_total_budgets(server):
+    script, base = server
+    chunks_sent = []
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for _ in range(40):  # 8 s in all, a byte every 0.2 s: each read is well within the read timeout
+            await response.write(b" ")
+            chunks_sent.append(1)
+            await asyncio.sleep(0.2)
+        await response.write_eof()
+        return response
+
+    settings = Settings(apim_base_url=base, api_app_id_uri="api://contoso-orders", client_id=READER)
+    client = ApimClient(settings, {READER: TokenSource(StaticCredential("reader"), settings.scope, client_id=READER)},
+                        timeouts=Timeouts(connect=0.2, read=0.5, total=1.5))
+    script.responses = [trickle, trickle, trickle, trickle]
+    started = time.monotonic()
+    try:
+        with pytest.raises(UpstreamTimeout) as caught:
+            await client.call("GET", "status")
+    finally:
+        await client.close()
+    assert caught.value.status == 504 and caught.value.code == "upstream_timeout"
+    assert time.monotonic() - started < 4  # bounded by the budgets, not by the last byte (8 s)
+    assert len(script.seen) == 2  # a read is retried while the total budget lasts
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"Retry-After": "3"}, 3.0), ({"retry-after": "1.5"}, 1.5), ({"Retry-After": "soon"}, None),
+    ({"Retry-After": "Wed, 99 Foo 2024 07:28:00 GMT"}, None), ({"Retry-After": "-5"}, 0.0),
+    ({"Retry-After": "nan"}, None), ({"Retry-After": "1e999"}, None), ({"retry-after-ms": "250"}, 0.25),
+    ({"retry-after-ms": "abc"}, None), ({"Retry-After": "soon", "retry-after-ms": "500"}, 0.5),
+    ({"x-ms-retry-after-ms": "2000"}, 2.0), ({"Retry-After": "Thu, 01 Jan 1970 00:00:00 GMT"}, 0.0), ({}, None),
+])
+def test_an_unparseable_retry_after_is_treated_as_absent(headers, expected):
+    assert retry_after_seconds(headers) == expected
+
+
+@pytest.mark.parametrize("header", [{"Retry-After": "soon"}, {"Retry-After": "Mon, 32 Foo 2024"},
+                                    {"retry-after-ms": "x"}])
+async def test_odd_retry_after_values_are_retried_as_without_one(server, client, backoff, header):
+    script, _ = server
+    script.responses = [web.json_response({"message": "busy"}, status=503, headers=header)]
+    response = await client.call("GET", "status")
+    assert response.status == 200 and len(script.seen) == 2
+    script.responses = [web.json_response({"message": "slow down"}, status=429, headers=header) for _ in range(4)]
+    with pytest.raises(Throttled) as caught:
+        await client.call("POST", "orders", body=b"{}", content_type="application/json")
+    assert caught.value.status == 429
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"message": ' * 50_000, b"<html>Bad gateway</html>",
+                                  b"\xff\xfe\x00", b'{"message": "x"' + b" " * 200_000 + b"}"])
+async def test_an_error_body_that_does_not_parse_still_gives_the_typed_error(server, client, body):
+    script, _ = server
+    script.responses = [web.Response(status=502, body=body)]
+    with pytest.raises(UpstreamError) as caught:
+        await client.call("POST", "orders", body=b"{}", content_type="application/json")
+    assert caught.value.status == 502 and type(caught.value) is UpstreamError
+    script.responses = [web.Response(status=401, body=body), web.Response(status=401, body=body)]
+    with pytest.raises(AccessDenied) as denied:
+        await client.call("POST", "orders", body=b"{}", content_type="application/json")
+    assert denied.value.status == 401

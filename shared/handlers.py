@@ -14,7 +14,7 @@ import azure.functions as func
 from shared import telemetry
 from shared.errors import AppError, BadRequest, BodyTooLarge, ConfigurationError, UnexpectedError
 from shared.runtime import get_runtime, settings_or_error
-from shared.tokens import describe_token
+from shared.tokens import token_report
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ async def forward(req: func.HttpRequest, context: func.Context | None = None) ->
 
 
 async def health(req: func.HttpRequest, context: func.Context | None = None) -> func.HttpResponse:
-    """Configuration status; with ?probe=token, also a token's non-secret claims."""
+    """Configuration status; with ?probe=token, also a token's non-secret claims and age."""
     with telemetry.invocation(context):
         settings = settings_or_error()
         if isinstance(settings, ConfigurationError):
@@ -51,7 +51,7 @@ async def health(req: func.HttpRequest, context: func.Context | None = None) -> 
                 token = await get_runtime().token_source("GET").get()
             except Exception as exc:
                 return _error_response(exc, "health token probe")
-            report["token"] = describe_token(token.token)
+            report["token"] = token_report(token)
         return _json(report, 200)
 
 

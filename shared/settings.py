@@ -164,7 +164,8 @@ def _check_guid(name: str, value: str | None, problems: list[str]) -> str | None
             "the value set is not one")
         problems.append(f"{name} must be a GUID such as 00000000-0000-0000-0000-000000000000 ({found}).")
         return None
-    return value
+    # Lower case: the same identity written in another case is the same identity (one token source).
+    return value.lower() if value is not None else None
 
 
 def _is_guid(value: str) -> bool:

@@ -22,6 +22,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -35,7 +36,7 @@ from shared import telemetry
 from shared.errors import AppError, ConnectionFailure, TokenError, connection_failure
 
 __all__ = ["MIN_REMAINING_SECONDS", "REFRESH_MARGIN_SECONDS", "REFRESH_RETRY_SECONDS", "RENEW_INTERVAL_SECONDS",
-           "Renewal", "TokenSource", "describe_token", "token_error"]
+           "Renewal", "TokenSource", "describe_token", "token_error", "token_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,30 @@ def describe_token(token: str) -> dict[str, Any]:
     if not isinstance(claims, dict):
         return {}
     return {name: claims[name] for name in NON_SECRET_CLAIMS if name in claims}
+
+
+def token_report(token: AccessTokenInfo, now: float | None = None) -> dict[str, Any]:
+    """What `health?probe=token` shows: the non-secret claims, and how old the token is.
+
+    In Azure the platform hands out one cached token per identity for up to 24 hours:
+    a role assigned after `issued_at` is not in it, and the age says so at a glance.
+    """
+    now = time.time() if now is None else now
+    claims = describe_token(token.token)
+    issued = claims.get("iat")
+    report: dict[str, Any] = {**claims, "expires_at": _iso(token.expires_on),
+                              "expires_in_seconds": int(token.expires_on - now)}
+    if isinstance(issued, int | float) and not isinstance(issued, bool):
+        report["issued_at"] = _iso(issued)
+        report["age_seconds"] = int(now - issued)
+    return report
+
+
+def _iso(timestamp: float) -> str | None:
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):  # a claim out of datetime's range
+        return None
 
 
 class Renewal(enum.Enum):

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -108,8 +109,13 @@ async def test_health_probe_shows_claims_not_the_token(use_stack, endpoints):
     assert claims["roles"] == ["Orders.Read"]
     assert claims.get("azp", claims.get("appid")) == endpoints["identities"]["reader"]["client_id"]
     assert claims["tid"] == endpoints["tenant_id"]
-    token = (await runtime.get_runtime().token_source().get()).token
-    assert token not in response.get_body().decode()
+    token = await runtime.get_runtime().token_source().get()
+    assert token.token not in response.get_body().decode()
+    # How old the token is, next to its roles: a role assigned after issued_at is not in it.
+    assert claims["issued_at"] == datetime.fromtimestamp(claims["iat"], UTC).isoformat(timespec="seconds")
+    assert claims["expires_at"] == datetime.fromtimestamp(token.expires_on, UTC).isoformat(timespec="seconds")
+    assert 0 <= claims["age_seconds"] <= claims["exp"] - claims["iat"]
+    assert 0 < claims["expires_in_seconds"] <= token.expires_on - claims["iat"]
 
 
 async def test_timer_calls_the_api_and_logs_a_summary(use_stack, control, caplog):

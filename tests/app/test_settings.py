@@ -38,6 +38,14 @@ def test_writer_falls_back_to_the_reader_identity():
     assert settings.client_ids == {GOOD["MANAGED_IDENTITY_CLIENT_ID"]}  # one identity, one token source
 
 
+def test_the_same_identity_in_another_letter_case_is_one_identity():
+    reader = GOOD["MANAGED_IDENTITY_CLIENT_ID"]
+    settings = load_settings({**GOOD, "MANAGED_IDENTITY_CLIENT_ID": reader.upper(),
+                              "MANAGED_IDENTITY_WRITE_CLIENT_ID": reader})
+    assert settings.client_ids == {reader}  # one token source, not two for one identity
+    assert settings.client_id_for("GET") == settings.client_id_for("POST") == reader
+
+
 def test_each_method_names_the_setting_of_its_identity():
     settings = load_settings(GOOD)
     assert settings.client_ids == {GOOD["MANAGED_IDENTITY_CLIENT_ID"], GOOD["MANAGED_IDENTITY_WRITE_CLIENT_ID"]}

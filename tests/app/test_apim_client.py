@@ -333,7 +333,7 @@ async def test_odd_retry_after_values_are_retried_as_without_one(server, client,
     assert caught.value.status == 429
 
 
-@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"message": ' * 50_000, b"<html>Bad gateway</html>",
+@pytest.mark.parametrize("body", [b"[" * 10_000, b"[" * 100_000, b'{"message": ' * 50_000, b"<html>Bad gateway</html>",
                                   b"\xff\xfe\x00", b'{"message": "x"' + b" " * 200_000 + b"}"])
 async def test_an_error_body_that_does_not_parse_still_gives_the_typed_error(server, client, body):
     script, _ = server

@@ -55,7 +55,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     ports = _ports(args, config)
     stop = threading.Event()
     _on_stop_signals(stop.set)  # before start(): a SIGTERM during startup still stops cleanly
-    stack = DevStack(config=config, state_dir=args.state_dir, ports=ports)
+    stack = DevStack(config=config, state_dir=args.state_dir, ports=ports, run_schedules=True)
     try:
         stack.start()
     except StackAlreadyRunning as exc:
@@ -122,7 +122,7 @@ def banner(endpoints: Mapping[str, Any], state_dir: Path, *, fixed_ports: bool =
             ("apim", endpoints["apim_base_url"], "APIM gateway (the API's base URL)"),
             ("backend", endpoints["backend_url"], "sample orders API behind APIM"),
             ("ingestion", endpoints["ingestion_endpoint"], "Application Insights /v2.1/track"),
-            ("control", endpoints["control_url"], "/stats /telemetry /faults /backend/requests /reset"),
+            ("control", endpoints["control_url"], "/stats /telemetry /faults /backend/requests /logicapp /reset"),
         ]),
         f"  {lifetime}",
         "",

@@ -75,6 +75,8 @@ class StackConfig:
     # Application Insights' disableLocalAuth: false (infra/ deploys it so) means ingestion takes
     # only Entra-authenticated telemetry.
     ingestion_local_auth: bool = False
+    # The Logic App workflow definition infra/ deploys (devstack.logicapp runs it).
+    logic_app_workflow: Path = field(default_factory=lambda: PROJECT_ROOT / "infra" / "logic-app" / "workflow.json")
 
     @property
     def system_identity(self) -> Identity | None:
@@ -108,6 +110,7 @@ def load_config(path: Path | str | None = None, **overrides: object) -> StackCon
     api = raw["api"]
     apim = raw.get("apim", {})
     policy_dir = Path(apim.get("policy_dir", "infra/apim"))
+    workflow = Path(raw.get("logic_app", {}).get("workflow", "infra/logic-app/workflow.json"))
     config = StackConfig(
         tenant_id=raw["tenant_id"],
         api=ApiApp(
@@ -141,6 +144,7 @@ def load_config(path: Path | str | None = None, **overrides: object) -> StackCon
         ports={**DEFAULT_PORTS, **{name: parse_port(name, value) for name, value in raw.get("ports", {}).items()}},
         openid_refetch_seconds=int(apim.get("openid_refetch_seconds", 300)),
         ingestion_local_auth=bool(raw.get("ingestion", {}).get("local_auth", False)),
+        logic_app_workflow=workflow if workflow.is_absolute() else PROJECT_ROOT / workflow,
     )
     if overrides:
         from dataclasses import replace

@@ -7,6 +7,7 @@ import json
 
 from aiohttp import web
 
+from devstack import logicapp
 from devstack.backend import received_requests
 from devstack.faults import SERVICES, Fault, FaultSpecError
 from devstack.identity.platform import UnknownRole
@@ -53,14 +54,16 @@ async def clear_faults(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
-    """Forget counters, telemetry, recorded backend requests and faults, restore the configured
-    app role assignments and empty the platform's token cache (not the backend's orders)."""
+    """Forget counters, telemetry, recorded backend requests, workflow runs and faults, restore
+    the configured app role assignments and empty the platform's token cache (not the backend's
+    orders)."""
     state = request.app[STATE]
     state.roles.reset()
     state.platform.roll_over()
     state.stats.reset()
     state.telemetry.clear()
     received_requests(state).clear()
+    logicapp.forget_runs(state)
     state.faults.clear()
     return web.Response(status=204)
 
@@ -136,4 +139,5 @@ def create_app(state: StackState) -> web.Application:
     app.router.add_post("/identity/roles", change_role)
     app.router.add_delete("/identity/roles", change_role)
     app.router.add_post("/identity/signing-keys/rotate", rotate_signing_key)
+    logicapp.add_control_routes(app, state)
     return app

@@ -138,10 +138,13 @@ class DevStack:
     """
 
     def __init__(self, config: StackConfig | None = None, state_dir: Path | str | None = None,
-                 ports: Mapping[str, int] | None = None) -> None:
+                 ports: Mapping[str, int] | None = None, *, run_schedules: bool = False) -> None:
         self.state = StackState.create(config or load_config())
         self.state_dir = Path(state_dir) if state_dir else None
         self.ports = dict(ports or {})
+        # The Logic App's Recurrence trigger fires on its schedule only when asked (`up` asks):
+        # in tests and the demo a run starts only when they start it.
+        self.run_schedules = run_schedules
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runners: list[web.AppRunner] = []
@@ -190,6 +193,10 @@ class DevStack:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=timeout)
 
     async def _start_services(self) -> None:
+        from devstack import logicapp
+
+        # Read first: a definition the runner refuses stops the start before any service runs.
+        workflow = logicapp.load_workflow(self.state.config.logic_app_workflow)
         factories = _app_factories()
         sockets = _bind_all(list(factories), self.ports)
         urls = {name: f"http://{LOOPBACK}:{sock.getsockname()[1]}" for name, sock in sockets.items()}
@@ -199,8 +206,12 @@ class DevStack:
             await runner.setup()
             await web.SockSite(runner, sockets[name]).start()
             self._runners.append(runner)
+        await logicapp.start(self.state, workflow, schedule=self.run_schedules)
 
     async def _stop_services(self) -> None:
+        from devstack import logicapp
+
+        await logicapp.stop(self.state)
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

@@ -51,54 +51,25 @@ resource workflow 'Microsoft.Logic/workflows@2019-05-01' = {
   }
   properties: {
     state: 'Enabled'
-    definition: {
-      '$schema': 'https://schema.management.azure.com/providers/Microsoft.Logic/schemas/2016-06-01/workflowdefinition.json#'
-      contentVersion: '1.0.0.0'
-      parameters: {
-        // securestring: not returned when the workflow is read back, not shown in run history.
-        subscriptionKey: {
-          type: 'securestring'
-        }
-      }
-      triggers: {
-        Hourly: {
-          type: 'Recurrence'
-          recurrence: {
-            frequency: 'Hour'
-            interval: 1
-          }
-        }
-      }
-      actions: {
-        Call_Orders_API: {
-          type: 'Http'
-          inputs: {
-            method: 'GET'
-            uri: '${apimBaseUrl}${apiPath}'
-            headers: {
-              'Ocp-Apim-Subscription-Key': '@parameters(\'subscriptionKey\')'
-            }
-            // The managed-identity token, requested for the API's App ID URI (its app roles
-            // end up in the token's roles claim, which the APIM policy checks).
-            authentication: {
-              type: 'ManagedServiceIdentity'
-              identity: callerIdentityId
-              audience: apiAppIdUri
-            }
-          }
-          // Keep the key and the token out of the run history.
-          runtimeConfiguration: {
-            secureData: {
-              properties: [
-                'inputs'
-              ]
-            }
-          }
-        }
-      }
-      outputs: {}
-    }
+    // The definition is a file of its own, so that the devstack runs exactly what is deployed
+    // (python -m devstack: the workflow runner). Everything that differs per deployment is a
+    // workflow parameter, filled in here.
+    definition: loadJsonContent('../logic-app/workflow.json')
     parameters: {
+      apimBaseUrl: {
+        value: apimBaseUrl
+      }
+      apiPath: {
+        value: apiPath
+      }
+      apiAppIdUri: {
+        value: apiAppIdUri
+      }
+      callerIdentityId: {
+        value: callerIdentityId
+      }
+      // A securestring in the definition: not returned when the workflow is read back, and kept
+      // out of the run history by the action's secureData.
       subscriptionKey: {
         value: apimSubscription.listSecrets().primaryKey
       }

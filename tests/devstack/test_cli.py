@@ -94,6 +94,12 @@ def test_a_second_up_on_the_same_state_dir_fails_in_one_line(running):
     assert line.startswith("devstack: error: a devstack is already running")
 
 
+def test_up_runs_the_logic_app_workflow_on_its_schedule(running):
+    _, endpoints = running
+    described = get_json(endpoints["control_url"] + "/logicapp")
+    assert described["scheduled"] is True and described["trigger"]["frequency"] == "Hour"
+
+
 def test_settings_writes_local_settings_json(running, tmp_path):
     state_dir, endpoints = running
     out = tmp_path / "local.settings.json"

@@ -20,6 +20,7 @@ from azure.functions.timer import TimerRequest
 
 from devstack.appsettings import OFFLINE_EXPORTER_SETTINGS
 from shared import runtime, telemetry
+from shared.errors import TokenError
 from tests.app.conftest import FUNCTIONS, http_request, invocation_context
 
 proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["health"], FUNCTIONS["scheduled_api_call"]
@@ -129,7 +130,7 @@ async def test_timer_calls_the_api_and_logs_a_summary(use_stack, control, caplog
 
 async def test_timer_failure_fails_the_invocation_with_the_hint(use_stack, backoff):
     await use_stack("unassigned")
-    with pytest.raises(Exception, match="has an app role on it"):
+    with pytest.raises(TokenError, match="has an app role on it"):
         await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
 
 

@@ -14,6 +14,7 @@ from azure.functions.timer import TimerRequest
 
 import function_app
 from shared import runtime
+from shared.errors import ConfigurationError
 from tests.app.conftest import INDEXED as FUNCTIONS
 
 
@@ -103,5 +104,5 @@ async def test_bad_settings_are_reported_by_health_and_by_calls(no_settings):
 
 async def test_timer_fails_the_invocation_with_the_setting_named(no_settings):
     timer = FUNCTIONS["scheduled_api_call"].get_user_function()
-    with pytest.raises(Exception, match="APIM_BASE_URL is not set"):
+    with pytest.raises(ConfigurationError, match="APIM_BASE_URL is not set"):
         await timer(TimerRequest(past_due=False), None)

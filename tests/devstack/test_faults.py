@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -145,6 +146,6 @@ async def test_delete_clears_every_fault(call, control, service):
     [],
 ])
 def test_bad_specs_are_refused_with_a_400(control, spec):
-    with pytest.raises(Exception, match="400"):
+    with pytest.raises(urllib.error.HTTPError, match="400"):
         control._call("POST", "/faults", spec)
     assert control.faults() == []

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,6 @@ def test_a_lock_held_by_a_killed_process_is_free_again(tmp_path: Path):
 
 
 def test_bad_fault_spec_is_refused_with_a_reason(control):
-    with pytest.raises(Exception, match="400"):
+    with pytest.raises(urllib.error.HTTPError, match="400"):
         control.fault("nowhere")
     assert control._call("GET", "/faults") == []

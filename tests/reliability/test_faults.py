@@ -20,7 +20,7 @@ from devstack import DevStack
 from devstack.appsettings import app_settings
 from devstack.config import load_config
 from shared import runtime, telemetry
-from shared.errors import AppError, ConfigurationError
+from shared.errors import AccessDenied, ConfigurationError, TokenError, UpstreamError, UpstreamUnavailable
 from tests.app.conftest import FUNCTIONS, SETTING_NAMES, http_request, invocation_context
 from tests.conftest import Control
 from tests.reliability.conftest import SLOW_MS, closed_port, error_of, eventually
@@ -107,7 +107,7 @@ async def test_identity_endpoint_down_is_a_token_error_not_an_apim_error(use_sta
     assert "managed-identity endpoint" in error["message"] and "APIM" not in error["message"]
     assert "IDENTITY_ENDPOINT" in error["hint"]
     assert counts(control)["apim"] == 0
-    with pytest.raises(AppError, match="Could not connect to the managed-identity endpoint"):
+    with pytest.raises(TokenError, match="Could not connect to the managed-identity endpoint"):
         await run_timer()
     response = await health(http_request("GET", "health", query="probe=token"), invocation_context("health"))
     error_of(response, 502, "token_error")
@@ -222,7 +222,7 @@ async def test_apim_5xx_that_persists_is_an_upstream_error_after_three_retries(u
     error = error_of(await get(), 503, "upstream_error")
     assert error["message"].startswith("APIM answered 503 after 3 retries")
     assert counts(control)["apim"] == 4
-    with pytest.raises(AppError, match="APIM answered 503"):
+    with pytest.raises(UpstreamError, match="APIM answered 503"):
         await run_timer()
 
 
@@ -333,7 +333,7 @@ async def test_apim_401_twice_is_access_denied_with_a_hint(use_stack, control, b
     assert counts(control)["token_requests"] == 1  # exactly one fresh token, then no more
     assert counts(control)["apim"] == 2  # the call, and one resend with the fresh token
     control.fault("apim", status=401, times=2)
-    with pytest.raises(AppError, match="APIM rejected the token"):
+    with pytest.raises(AccessDenied, match="APIM rejected the token"):
         await run_timer()
 
 
@@ -420,7 +420,7 @@ async def test_timer_succeeds_after_a_safe_retry(use_stack, control, backoff, ca
 async def test_timer_failures_are_typed_and_clear(use_stack, control, backoff):
     await use_stack("reader")
     control.fault("apim", drop_connection=True, times=4)
-    with pytest.raises(AppError) as caught:
+    with pytest.raises(UpstreamUnavailable) as caught:
         await run_timer()
     assert str(caught.value) == "The connection to APIM failed before a complete answer."
     assert caught.value.__context__ is None  # no library exception chained, shown or hidden

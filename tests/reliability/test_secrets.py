@@ -27,7 +27,7 @@ from azure.functions.timer import TimerRequest
 from devstack import DevStack
 from shared import runtime, telemetry
 from shared.apim import ApimAuthorizationPolicy
-from shared.errors import AppError, ConfigurationError
+from shared.errors import ConfigurationError, TokenError, UpstreamError
 from shared.tokens import TokenSource
 from tests.app.conftest import FUNCTIONS, http_request, invocation_context
 from tests.reliability.conftest import Listener, closed_port
@@ -194,7 +194,7 @@ async def test_an_upstream_message_that_echoes_secrets_is_scrubbed(use_stack, co
         settings = await use_stack("reader", APIM_BASE_URL=f"http://{upstream.host}/orders",
                                    APIM_SUBSCRIPTION_KEY=key, TIMER_API_PATH="/status")
         response = await proxy(http_request("GET", "status"), invocation_context())
-        with pytest.raises(AppError) as raised:
+        with pytest.raises(UpstreamError) as raised:
             await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
     finally:
         await upstream.stop()
@@ -238,7 +238,7 @@ async def test_an_identity_endpoint_that_echoes_secrets_leaks_nothing(use_stack,
         settings = await use_stack("reader", IDENTITY_ENDPOINT=f"http://{endpoint.host}/msi/token",
                                    TIMER_API_PATH="/status")
         response = await proxy(http_request("GET", "status"), invocation_context())
-        with pytest.raises(AppError) as raised:
+        with pytest.raises(TokenError) as raised:
             await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
     finally:
         await endpoint.stop()

@@ -15,7 +15,9 @@ import json
 import logging
 import os
 import secrets
+import textwrap
 import time
+import urllib.parse
 from collections import Counter
 from types import SimpleNamespace
 from typing import Any
@@ -115,6 +117,7 @@ class Demo:
         report = json.loads(response.get_body())
         claims = report.get("token", {})
         lines = [f"{name}: {claims[name]}" for name in ("aud", "roles", "azp", "appid", "tid", "exp") if name in claims]
+        lines += _claims_explained(claims, self.endpoints)
         return response.status_code == 200 and bool(claims), lines
 
     async def _denied(self) -> tuple[bool, list[str]]:
@@ -152,6 +155,28 @@ class Demo:
         print(f"  App Insights       {len(envelopes)} telemetry items")
         for line in _telemetry_lines(envelopes):
             print(f"     {line}")
+        api_path = urllib.parse.urlsplit(self.endpoints["apim_base_url"]).path
+        note = (f"A dependency is named by method and URL path: 'GET {api_path}/orders' is the API's path on "
+                f"the gateway ({api_path}, the end of APIM_BASE_URL) followed by the operation's (/orders).")
+        print("\n".join(textwrap.wrap(note, WIDTH, initial_indent="  ", subsequent_indent="  ")))
+
+
+def _claims_explained(claims: dict[str, Any], endpoints: dict[str, Any]) -> list[str]:
+    """What a newcomer reads wrongly in these claims: `aud` is not always the App ID URI."""
+    app_id_uri, api_client_id = endpoints["api_app_id_uri"], endpoints.get("api_client_id")
+    notes = []
+    if claims.get("aud") == api_client_id:
+        notes.append(f"aud is the API app's client ID, not {app_id_uri}: the app asks for "
+                     f"{app_id_uri}/.default, and a v2 token names the API by its client ID "
+                     "(a v1 token by the App ID URI). The APIM policy accepts both.")
+    elif claims.get("aud") == app_id_uri:
+        notes.append("aud is the App ID URI: a v1 token (a v2 token names the API by its client ID).")
+    caller = "azp" if claims.get("azp") else "appid" if claims.get("appid") else ""
+    if caller:
+        notes.append(f"{caller} is the calling identity's client ID (MANAGED_IDENTITY_CLIENT_ID); roles are "
+                     "its app roles on the API, the ones the APIM policy checks.")
+    return [line for note in notes for line in textwrap.wrap(note, WIDTH - 5, initial_indent="note: ",
+                                                              subsequent_indent="      ")]
 
 
 def _telemetry_lines(envelopes: list[dict[str, Any]]) -> list[str]:

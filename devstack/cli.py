@@ -37,6 +37,8 @@ from devstack.config import StackConfig, load_config, parse_port
 from devstack.stack import DevStack, PortUnavailable, StackAlreadyRunning
 
 DEFAULT_STATE_DIR = Path(".devstack")
+# Overrides the default --state-dir of every command (tests use it to run the README's commands as written).
+STATE_DIR_ENV = "DEVSTACK_STATE_DIR"
 PROG = "python -m devstack"
 # Set (to anything but "" or "0") to make `up` pick free ports, as --free-ports does: the
 # test suite sets it so that its stacks never collide with yours or with each other.
@@ -108,7 +110,8 @@ def _on_stop_signals(callback: Callable[[], None]) -> None:
 
 def banner(endpoints: Mapping[str, Any], state_dir: Path, *, fixed_ports: bool = True) -> str:
     """What `up` prints: where everything listens and how to point the app at it."""
-    dir_arg = "" if state_dir == DEFAULT_STATE_DIR else f" --state-dir {shlex.quote(str(state_dir))}"
+    dir_arg = "" if state_dir in (DEFAULT_STATE_DIR, Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)) \
+        else f" --state-dir {shlex.quote(str(state_dir))}"
     lifetime = (f"Fixed ports, and the identity header and key are kept in {state_dir}: settings written now "
                 "stay valid after a restart." if fixed_ports else
                 "Free ports (--free-ports): settings written now are valid for this run only.")
@@ -287,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def state_dir_option(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                             help="where endpoints.json lives (default: %(default)s)")
+        command.add_argument("--state-dir", type=Path, default=Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR),
+                             help=f"where endpoints.json lives (default: %(default)s, or ${STATE_DIR_ENV})")
 
     def identity_option(command: argparse.ArgumentParser) -> None:
         command.add_argument("--identity", default=DEFAULT_IDENTITY,

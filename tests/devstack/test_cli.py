@@ -66,6 +66,7 @@ def running(tmp_path_factory) -> Iterator[tuple[Path, dict[str, Any]]]:
         process.communicate(timeout=30)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_up_serves_until_signalled_then_cleans_up(tmp_path, stop_with):
     process = start_up(tmp_path)
@@ -117,6 +118,7 @@ def test_settings_writes_local_settings_json(running, tmp_path):
     assert values["MANAGED_IDENTITY_WRITE_CLIENT_ID"] == endpoints["identities"]["writer"]["client_id"]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="evaluates the lines with sh")
 def test_env_prints_export_lines_a_shell_can_eval(running):
     state_dir, endpoints = running
     result = devstack("env", "--state-dir", str(state_dir), "--identity", "unassigned")

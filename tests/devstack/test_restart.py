@@ -25,6 +25,7 @@ from devstack.config import DEFAULT_PORTS, load_config
 from tests.devstack.test_cli import PROJECT_ROOT, devstack, wait_for_endpoints
 
 SERVICES = ("identity", "apim", "backend", "ingestion", "control")
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="stops `up` with SIGTERM / evals with sh")
 
 
 def free_ports(count: int) -> list[int]:
@@ -46,7 +47,8 @@ def start_up(state_dir: Path, *options: str) -> subprocess.Popen[str]:
 def stop(process: subprocess.Popen[str]) -> str:
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=30)
-    assert process.returncode == 0, stderr
+    if sys.platform != "win32":  # there SIGTERM is TerminateProcess: no clean exit to check
+        assert process.returncode == 0, stderr
     return stdout
 
 
@@ -84,6 +86,7 @@ def running(tmp_path_factory) -> Iterator[tuple[Path, dict[str, Any]]]:
 # ---------------------------------------------------------------- ports
 
 
+@posix_only
 def test_settings_written_once_still_work_after_a_restart(tmp_path):
     state_dir, out = tmp_path / "state", tmp_path / "local.settings.json"
     options = fixed_port_options()
@@ -271,6 +274,7 @@ def test_settings_refuses_an_encrypted_file_even_with_force(running, tmp_path):
 # ---------------------------------------------------------------- env
 
 
+@posix_only
 def test_env_unset_leaves_the_stand_in(running):
     state_dir, _ = running
     exported = devstack("env", "--state-dir", str(state_dir))

@@ -43,6 +43,8 @@ PROG = "python -m devstack"
 # Set (to anything but "" or "0") to make `up` pick free ports, as --free-ports does: the
 # test suite sets it so that its stacks never collide with yours or with each other.
 FREE_PORTS_ENV = "DEVSTACK_FREE_PORTS"
+# `up --functions`: next to the stand-ins' fixed ports (7171-7175), clear of Core Tools' 7071.
+FUNCTIONS_PORT = 7176
 
 
 class CliError(Exception):
@@ -68,14 +70,37 @@ def cmd_up(args: argparse.Namespace) -> int:
                        "a --config file), or let every service pick a free one with --free-ports") from None
     except Exception as exc:
         raise CliError(f"could not start the stand-in: {exc}") from exc
+    functions = None
     try:
+        if args.functions:
+            functions = _serve_functions(stack, args)
         print(banner(stack.endpoints, args.state_dir, fixed_ports=not _free_ports(args)), flush=True)
         while not stop.wait(0.5):  # a timed wait stays responsive to signals on every platform
             pass
     finally:
+        if functions is not None:
+            functions.stop()
         stack.stop()
     print("devstack stopped.", flush=True)
     return 0
+
+
+def _serve_functions(stack: DevStack, args: argparse.Namespace) -> Any:
+    # Imported here: it imports the function app, which `up` without --functions never needs.
+    from devstack.functions_run import serve_functions
+
+    port = 0 if _free_ports(args) else args.functions_port
+    try:
+        running = serve_functions(stack.endpoints, identity=args.identity, write_identity=args.write_identity,
+                                  port=port)
+    except UnknownIdentity:
+        raise
+    except PortUnavailable as exc:
+        raise CliError(f"{exc}. Choose another with --functions-port PORT, or --free-ports") from None
+    except Exception as exc:
+        raise CliError(f"could not serve the functions: {type(exc).__name__}: {exc}") from exc
+    stack.add_endpoints("functions", running.description)
+    return running
 
 
 def _load_config(path: Path | None) -> StackConfig:
@@ -143,7 +168,28 @@ def banner(endpoints: Mapping[str, Any], state_dir: Path, *, fixed_ports: bool =
         "Call the API with curl, as the reader identity:",
         *(f"  {line}" for line in curl_example(endpoints)),
         "",
+        *functions_lines(endpoints),
     ])
+
+
+def functions_lines(endpoints: Mapping[str, Any]) -> list[str]:
+    """The banner's part for `up --functions`: each function's URL and a curl call with a function key."""
+    functions = endpoints.get("functions")
+    if not functions:
+        return []
+    base, key = functions["base_url"], functions["keys"]["functionKeys"]["default"]
+    rows = [("function", "trigger", "URL or how to run it")]
+    for name, item in functions["functions"].items():
+        where = (f"{' '.join(item['methods'])} {base}/{item['route']} ({item['auth_level']})" if "route" in item
+                 else f"POST {functions['url']}/admin/functions/{name} (master key)")
+        rows.append((name, item["trigger"], where))
+    lines = [f"Functions host stand-in (as `func start`), identity '{functions['identity']}', writes as "
+             f"'{functions['write_identity']}'; keys in endpoints.json:", _table(rows), ""]
+    apim = next((item["route"] for item in functions["functions"].values() if "{*" in item.get("route", "")), None)
+    if apim:
+        url = f"{base}/{apim.split('{')[0]}orders?code={key}"
+        lines += ["Call a function over HTTP with its key:", f"  curl -s {shlex.quote(url)}", ""]
+    return lines
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:
@@ -306,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--free-ports", action="store_true",
                     help=f"pick free ports instead of the fixed ones (also: {FREE_PORTS_ENV}=1); "
                     "written settings then last only for this run")
+    up.add_argument("--functions", action="store_true",
+                    help="also serve the app's functions over HTTP, as `func start` does (keys in endpoints.json)")
+    up.add_argument("--functions-port", type=int, default=FUNCTIONS_PORT,
+                    help="with --functions: the port it listens on (default: %(default)s)")
+    identity_option(up)
+    up.add_argument("--write-identity", help="identity for non-GET calls (default: writer with --identity reader, "
+                    "else the same identity); with --functions")
     up.set_defaults(handler=cmd_up)
 
     settings = commands.add_parser("settings", help="write local.settings.json for `func start`")

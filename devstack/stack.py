@@ -187,6 +187,12 @@ class DevStack:
             loop.close()
         self._release_state_dir()
 
+    def add_endpoints(self, section: str, value: Any) -> None:
+        """Add a section to the endpoints (and endpoints.json), e.g. the functions host started after the stack."""
+        self.state.endpoints[section] = value
+        if self.state_dir and self._lock is not None:
+            self._write_endpoints()
+
     def call(self, coro: Any, timeout: float = 30) -> Any:
         """Run a coroutine on the stack's loop from another thread."""
         assert self._loop is not None, "stack is not running"

@@ -48,10 +48,9 @@ class StandIn:
         # Export spans every 100 ms rather than every 5 s, so telemetry shows quickly (nothing else changes).
         env["OTEL_BSP_SCHEDULE_DELAY"] = "100"
         self.log = (state_dir.parent / f"{state_dir.name}.log").open("w", encoding="utf-8")
-        self.process = subprocess.Popen([sys.executable, "-m", "devstack", "up", "--functions", "--free-ports",
-                                         "--state-dir",
-                                         str(state_dir), *extra], cwd=REPO, env=env, stdout=self.log,
-                                        stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", "devstack", "up", "--functions", "--free-ports", "--state-dir",
+                   str(state_dir), *extra]
+        self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def endpoints(self) -> dict[str, Any]:
         path = self.state_dir / "endpoints.json"

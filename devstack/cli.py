@@ -168,6 +168,10 @@ def banner(endpoints: Mapping[str, Any], state_dir: Path, *, fixed_ports: bool =
         "Call the API with curl, as the reader identity:",
         *(f"  {line}" for line in curl_example(endpoints)),
         "",
+        "The Logic App workflow (infra/logic-app/workflow.json) runs hourly; run it now, then read its runs:",
+        f"  curl -s -X POST {endpoints['control_url']}/logicapp/run",
+        f"  curl -s {endpoints['control_url']}/logicapp/runs",
+        "",
         *functions_lines(endpoints),
     ])
 

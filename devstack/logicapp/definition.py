@@ -32,6 +32,15 @@ DEFAULT_AUDIENCE = "https://management.azure.com/"
 SYSTEM_ASSIGNED = "SystemAssigned"
 
 
+def _is(value: Any, name: str) -> bool:
+    """Logic Apps reads type names and frequencies without regard to case ("Http", "http")."""
+    return isinstance(value, str) and value.lower() == name.lower()
+
+
+def _frequency(value: Any) -> str | None:
+    return next((name for name in FREQUENCY_SECONDS if _is(value, name)), None)
+
+
 class WorkflowError(ValueError):
     """The workflow definition uses something the runner does not implement, or is malformed.
 
@@ -180,16 +189,16 @@ class _Reader:
         for name, spec in node.items():
             where = f"triggers.{name}"
             spec = self.obj(where, spec)
-            if spec.get("type") != "Recurrence":
+            if not _is(spec.get("type"), "Recurrence"):
                 self.problem(where, f"unsupported trigger type {spec.get('type')!r} (implemented: Recurrence)")
                 continue
             self.keys(where, spec, ("type", "recurrence"), required=("recurrence",))
             recurrence = self.obj(f"{where}.recurrence", spec.get("recurrence", {}))
             self.keys(f"{where}.recurrence", recurrence, ("frequency", "interval"), required=("frequency", "interval"))
-            frequency, interval = recurrence.get("frequency"), recurrence.get("interval")
-            if frequency not in FREQUENCY_SECONDS:
-                self.problem(f"{where}.recurrence.frequency",
-                             f"unsupported frequency {frequency!r} (implemented: {', '.join(FREQUENCY_SECONDS)})")
+            frequency, interval = _frequency(recurrence.get("frequency")), recurrence.get("interval")
+            if frequency is None:
+                self.problem(f"{where}.recurrence.frequency", f"unsupported frequency {recurrence.get('frequency')!r} "
+                             f"(implemented: {', '.join(FREQUENCY_SECONDS)})")
                 continue
             if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
                 self.problem(f"{where}.recurrence.interval", "must be a whole number of at least 1")
@@ -203,7 +212,7 @@ class _Reader:
         for name, spec in node.items():
             where = f"actions.{name}"
             spec = self.obj(where, spec)
-            if spec.get("type") != "Http":
+            if not _is(spec.get("type"), "Http"):
                 self.problem(where, f"unsupported action type {spec.get('type')!r} (implemented: Http)")
                 continue
             self.keys(where, spec, ("type", "inputs", "runAfter", "runtimeConfiguration"), required=("inputs",))
@@ -243,7 +252,7 @@ class _Reader:
                           secure_inputs="inputs" in secure, secure_outputs="outputs" in secure)
 
     def authentication(self, where: str, node: Mapping[str, Any]) -> ManagedIdentityAuth | None:
-        if node.get("type") != "ManagedServiceIdentity":
+        if not _is(node.get("type"), "ManagedServiceIdentity"):
             self.problem(where, f"unsupported authentication type {node.get('type')!r} "
                                 "(implemented: ManagedServiceIdentity)")
             return None

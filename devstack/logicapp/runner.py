@@ -245,7 +245,7 @@ class WorkflowRunner:
             headers["Authorization"] = f"Bearer {token}"
         async with self._session.request(str(action.method.evaluate(values)), str(action.uri.evaluate(values)),
                                          headers=headers, allow_redirects=False) as response:
-            raw = await response.content.read(MAX_RECORDED_BODY + 1)
+            raw = await _read_at_most(response, MAX_RECORDED_BODY + 1)
             return {"statusCode": response.status,
                     "headers": {name: value for name, value in response.headers.items()},
                     "body": _body(raw, response.content_type)}
@@ -253,11 +253,11 @@ class WorkflowRunner:
     async def _token(self, identity: str, audience: str) -> str:
         assert self._session is not None
         query = {"api-version": IDENTITY_API_VERSION, "resource": audience}
-        if identity != SYSTEM_ASSIGNED:
+        if identity.lower() != SYSTEM_ASSIGNED.lower():
             query["mi_res_id"] = identity
         async with self._session.get(self._identity_endpoint, params=query,
                                      headers={"X-IDENTITY-HEADER": self._identity_header}) as response:
-            raw = await response.read()
+            raw = await _read_at_most(response, MAX_RECORDED_BODY)
             try:
                 answer = json.loads(raw)
             except ValueError:
@@ -266,6 +266,17 @@ class WorkflowRunner:
             if response.status != 200 or not isinstance(token, str) or not token:
                 raise _TokenFailure(response.status, answer)
             return token
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The first `limit` bytes of the body: what is recorded is bounded, whatever the answer."""
+    body = bytearray()
+    while len(body) < limit:
+        chunk = await response.content.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 def _body(raw: bytes, content_type: str) -> Any:

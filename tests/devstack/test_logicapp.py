@@ -17,7 +17,7 @@ from devstack import DevStack, logicapp
 from devstack.config import load_config
 from devstack.logicapp.definition import WorkflowError, load_workflow
 from devstack.logicapp.expressions import ExpressionError, ParameterRef, compile_value
-from devstack.logicapp.runner import RunParameterError, WorkflowRunner, bind_parameters
+from devstack.logicapp.runner import MAX_RECORDED_BODY, RunParameterError, WorkflowRunner, bind_parameters
 
 DEPLOYED = load_config().logic_app_workflow
 ACTION = "Call_Orders_API"
@@ -194,6 +194,44 @@ async def test_without_secure_inputs_the_record_shows_inputs_but_no_secret(devst
     _assert_no_secret(json.dumps(record), endpoints["subscription_key"])
 
 
+async def _run_against(devstack: Any, app: web.Application, path: str) -> dict[str, Any]:
+    """One run of the deployed definition, with apimBaseUrl pointed at `app` instead of APIM."""
+    async with TestServer(app, host="127.0.0.1") as server:
+        parameters = {**logicapp.deployment_parameters(devstack.state),
+                      "apimBaseUrl": str(server.make_url("")).rstrip("/"), "apiPath": path}
+        runner = WorkflowRunner(load_workflow(DEPLOYED), parameters, name="probe",
+                                identity_endpoint=devstack.endpoints["identity_endpoint"],
+                                identity_header=devstack.state.identity_header)
+        await runner.start(schedule=False)
+        try:
+            return await runner.run()
+        finally:
+            await runner.close()
+
+
+async def test_an_api_that_echoes_the_request_gets_the_key_and_token_scrubbed_from_the_record(devstack):
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"you_sent": dict(request.headers)})
+
+    app = web.Application()
+    app.router.add_get("/echo", echo)
+    record = await _run_against(devstack, app, "/echo")
+    echoed = record["actions"][ACTION]["outputs"]["body"]["you_sent"]
+    assert echoed["Ocp-Apim-Subscription-Key"] == "[redacted]"
+    assert echoed["Authorization"] == "Bearer [redacted]"
+    _assert_no_secret(json.dumps(record), devstack.endpoints["subscription_key"])
+
+
+async def test_a_large_answer_is_recorded_bounded(devstack):
+    async def big(request: web.Request) -> web.Response:
+        return web.Response(text="x" * 200_000, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/big", big)
+    body = (await _run_against(devstack, app, "/big"))["actions"][ACTION]["outputs"]["body"]
+    assert body == "x" * MAX_RECORDED_BODY + "…"
+
+
 # --- the schedule ---------------------------------------------------------------------------
 
 async def test_the_recurrence_fires_on_its_schedule(devstack, endpoints, tmp_path):
@@ -292,6 +330,17 @@ def test_the_stack_refuses_to_start_on_such_a_definition(tmp_path):
     path = write_definition(tmp_path, REFUSED["another action type"][0])
     with pytest.raises(WorkflowError, match=re.escape(str(path))):
         DevStack(config=load_config(logic_app_workflow=path)).start()
+
+
+def test_type_names_and_frequencies_are_read_without_regard_to_case(tmp_path):
+    def lower(definition: dict[str, Any]) -> None:
+        definition["triggers"]["Hourly"]["type"] = "recurrence"
+        definition["triggers"]["Hourly"]["recurrence"]["frequency"] = "hour"
+        action_of(definition)["type"] = "http"
+        action_of(definition)["inputs"]["authentication"]["type"] = "managedserviceidentity"
+
+    workflow = load_workflow(write_definition(tmp_path, lower))
+    assert workflow.trigger.frequency == "Hour" and workflow.actions[0].authentication is not None
 
 
 def test_the_deployed_definition_is_accepted():

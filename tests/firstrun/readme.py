@@ -5,6 +5,7 @@ invisible on GitHub, that says how the suite checks it:
 
     <!-- readme-check: offline -->            run as written (needs only Python and curl)
     <!-- readme-check: stand-in -->           run as written while `python -m devstack up` runs
+    <!-- readme-check: two-terminals -->      `up` and what uses it in one block: commands checked, not run
     <!-- readme-check: suite -->              the test suite itself, or parts of it: collected, not run
     <!-- readme-check: slow -->               minutes of work (benchmarks): options checked, not run
     <!-- readme-check: core-tools -->         needs Core Tools and Azurite: commands checked, not run
@@ -23,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-KINDS = ("offline", "stand-in", "suite", "slow", "core-tools", "azure", "windows")
+KINDS = ("offline", "stand-in", "two-terminals", "suite", "slow", "core-tools", "azure", "windows")
 SHELLS = ("bash", "sh", "shell", "zsh", "powershell", "pwsh", "ps1")
 MARKER = re.compile(r"^<!-- readme-check: ([a-z-]+) -->$")
 FENCE = re.compile(r"^```\s*([A-Za-z0-9_-]*)\s*$")

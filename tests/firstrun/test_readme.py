@@ -147,7 +147,8 @@ def check_module_call(module: str, args: list[str], block: Block) -> None:
             assert option in result.stdout, f"{where}: {module} has no option {option}"
 
 
-@pytest.mark.parametrize("block", of_kind("suite", "slow", "core-tools", "azure", "windows"), ids=str)
+@pytest.mark.parametrize("block", of_kind("two-terminals", "suite", "slow", "core-tools", "azure", "windows"),
+                         ids=str)
 def test_python_commands_of_the_other_blocks_are_valid(block):
     for module, args in python_module_calls(block):
         check_module_call(module, args, block)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from types import SimpleNamespace
 from typing import Any
 
 from devstack.appsettings import LOCAL_SAMPLING_SETTINGS, app_settings
@@ -77,23 +75,26 @@ def install_worker_logging() -> WorkerLogHandler:
     return handler
 
 
+# The worker's objects come from devstack.invocation, the one place tests, the demo and the host
+# stand-in also build them; imported on use, so that importing this module stays cheap.
+
+
 def load_functions() -> dict[str, Function]:
     """Import the app and index it, as the worker does; the user functions by name."""
-    import function_app
+    from devstack.invocation import user_functions
 
-    return {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+    return user_functions()
 
 
 def http_request(method: str, path: str, *, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
     """The HttpRequest the host builds for /api/apim/{*path}."""
-    import azure.functions as func
+    from devstack.invocation import proxy_request
 
-    return func.HttpRequest(method=method, url=f"http://localhost:7071/api/apim/{path}", route_params={"path": path},
-                            params={}, body=body, headers=headers or {})
+    return proxy_request(method, path, body=body, headers=headers)
 
 
-def invocation_context(name: str = "apim_proxy") -> SimpleNamespace:
+def invocation_context(name: str = "apim_proxy") -> Any:
     """The context the worker passes: an invocation ID and the host's trace parent (sampled flag set)."""
-    trace_parent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-    return SimpleNamespace(invocation_id=secrets.token_hex(8), function_name=name,
-                           trace_context=SimpleNamespace(trace_parent=trace_parent, trace_state="", attributes={}))
+    from devstack.invocation import invocation_context as new_context
+
+    return new_context(name)

@@ -14,18 +14,25 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import textwrap
 import time
 import urllib.parse
 from collections import Counter
-from types import SimpleNamespace
 from typing import Any
 
 from devstack.appsettings import app_settings
+from devstack.invocation import (
+    LOCAL_BASE_URL,
+    http_request,
+    invocation_context,
+    proxy_request,
+    timer_request,
+    user_functions,
+)
 from devstack.stack import DevStack
 
 WIDTH = 78
+JSON = {"Content-Type": "application/json"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,10 +53,9 @@ class Demo:
     async def run(self) -> int:
         self._configure("reader")
         # Imported only now, as the host imports it: after the app settings exist.
-        import function_app
         from shared import runtime, telemetry
 
-        self.functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+        self.functions = user_functions()
         self._banner()
         await self._step("1. Timer trigger: GET TIMER_API_PATH as 'reader'", self._timer)
         await self._step("2. HTTP GET /api/apim/orders as 'reader' (role Orders.Read)", self._get_orders)
@@ -97,23 +103,22 @@ class Demo:
         self.failures += not ok
 
     async def _timer(self) -> tuple[bool, list[str]]:
-        from azure.functions.timer import TimerRequest
-
-        await self.functions["scheduled_api_call"](TimerRequest(past_due=False), _context("scheduled_api_call"))
+        await self.functions["scheduled_api_call"](timer_request(), invocation_context("scheduled_api_call"))
         return True, ["the invocation succeeded"]
 
     async def _get_orders(self) -> tuple[bool, list[str]]:
-        response = await self.functions["apim_proxy"](_request("GET", "orders"), _context("apim_proxy"))
+        response = await self.functions["apim_proxy"](proxy_request("GET", "orders"), invocation_context("apim_proxy"))
         return response.status_code == 200, [f"{response.status_code} {_short(response.get_body())}"]
 
     async def _post_order(self) -> tuple[bool, list[str]]:
         body = json.dumps({"item": "demo widget", "quantity": 3}).encode()
         response = await self.functions["apim_proxy"](
-            _request("POST", "orders", body, {"Content-Type": "application/json"}), _context("apim_proxy"))
+            proxy_request("POST", "orders", body=body, headers=JSON), invocation_context("apim_proxy"))
         return response.status_code == 201, [f"{response.status_code} {_short(response.get_body())}"]
 
     async def _health(self) -> tuple[bool, list[str]]:
-        response = await self.functions["health"](_request("GET", "health", query="probe=token"), _context("health"))
+        request = http_request("GET", f"{LOCAL_BASE_URL}/api/health?probe=token")
+        response = await self.functions["health"](request, invocation_context("health"))
         report = json.loads(response.get_body())
         claims = report.get("token", {})
         lines = [f"{name}: {claims[name]}" for name in ("aud", "roles", "azp", "appid", "tid", "exp") if name in claims]
@@ -123,7 +128,7 @@ class Demo:
     async def _denied(self) -> tuple[bool, list[str]]:
         body = json.dumps({"item": "demo widget", "quantity": 1}).encode()
         response = await self.functions["apim_proxy"](
-            _request("POST", "orders", body, {"Content-Type": "application/json"}), _context("apim_proxy"))
+            proxy_request("POST", "orders", body=body, headers=JSON), invocation_context("apim_proxy"))
         error = json.loads(response.get_body()).get("error", {})
         lines = [f"{response.status_code} {error.get('code')}: {error.get('message')}", f"hint: {error.get('hint')}"]
         return response.status_code == 403 and bool(error.get("hint")), lines
@@ -195,22 +200,6 @@ def _telemetry_lines(envelopes: list[dict[str, Any]]) -> list[str]:
     if metrics:
         lines.append("metrics: " + ", ".join(sorted(m for m in metrics if m.startswith("apim."))))
     return lines
-
-
-def _context(function_name: str) -> SimpleNamespace:
-    trace_parent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-    return SimpleNamespace(invocation_id=secrets.token_hex(8), function_name=function_name,
-                           trace_context=SimpleNamespace(trace_parent=trace_parent, trace_state="", attributes={}))
-
-
-def _request(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
-             query: str = "") -> Any:
-    import azure.functions as func
-
-    url = f"http://localhost:7071/api/apim/{path}" + (f"?{query}" if query else "")
-    params = dict(p.split("=", 1) for p in query.split("&")) if query else {}
-    return func.HttpRequest(method=method, url=url, route_params={"path": path}, params=params, body=body,
-                            headers=headers or {})
 
 
 def _short(body: bytes, limit: int = 100) -> str:

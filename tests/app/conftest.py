@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from types import SimpleNamespace
 from typing import Any
 
-import azure.functions as func
 import pytest
 from azure.core.pipeline.transport import AioHttpTransport
 
-import function_app
 from devstack.appsettings import app_settings
+
+# The objects the worker builds, re-exported for the test modules that invoke functions.
+from devstack.invocation import indexed_functions, invocation_context, timer_request, user_functions  # noqa: F401
+from devstack.invocation import proxy_request as http_request  # noqa: F401
 from shared import runtime, telemetry
 
-# The app can be indexed only once per process (as the worker does): every test module uses these.
-INDEXED = {f.get_function_name(): f for f in function_app.app.get_functions()}
-FUNCTIONS = {name: f.get_user_function() for name, f in INDEXED.items()}
+# The app is indexed once per process, as the worker does (devstack.invocation keeps the index).
+INDEXED = indexed_functions()
+FUNCTIONS = user_functions()
 SETTING_NAMES = ("APIM_BASE_URL", "APIM_SUBSCRIPTION_KEY", "API_APP_ID_URI", "MANAGED_IDENTITY_CLIENT_ID",
                  "MANAGED_IDENTITY_WRITE_CLIENT_ID", "AZURE_TENANT_ID", "TIMER_API_PATH", "TIMER_SCHEDULE",
                  "IDENTITY_ENDPOINT", "IDENTITY_HEADER")
@@ -59,24 +59,6 @@ async def use_stack(endpoints, monkeypatch) -> AsyncIterator[Callable[..., Await
 
     yield configure
     await runtime.reset_runtime()
-
-
-def invocation_context(name: str = "apim_proxy") -> SimpleNamespace:
-    """What the worker passes as `context`: here with a fresh W3C trace parent."""
-    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
-    return SimpleNamespace(
-        invocation_id=secrets.token_hex(8), function_name=name, trace_id=trace_id,
-        trace_context=SimpleNamespace(trace_parent=f"00-{trace_id}-{span_id}-01", trace_state="", attributes={}),
-    )
-
-
-def http_request(method: str, path: str, *, query: str = "", body: bytes = b"",
-                 headers: dict[str, str] | None = None) -> func.HttpRequest:
-    """An HttpRequest as the host builds it for /api/apim/{*path}."""
-    url = f"http://localhost:7071/api/apim/{path}" + (f"?{query}" if query else "")
-    params = dict(pair.split("=", 1) for pair in query.split("&") if "=" in pair) if query else {}
-    return func.HttpRequest(method=method, url=url, route_params={"path": path}, params=params, body=body,
-                            headers=headers or {})
 
 
 @pytest.fixture

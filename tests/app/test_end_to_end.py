@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from azure.functions.timer import TimerRequest
 
 from devstack.appsettings import OFFLINE_EXPORTER_SETTINGS
+from devstack.invocation import timer_request
 from shared import runtime, telemetry
 from shared.errors import TokenError
 from tests.app.conftest import FUNCTIONS, http_request, invocation_context
@@ -122,7 +122,7 @@ async def test_health_probe_shows_claims_not_the_token(use_stack, endpoints):
 async def test_timer_calls_the_api_and_logs_a_summary(use_stack, control, caplog):
     await use_stack("reader")
     with caplog.at_level(logging.INFO, logger="shared"):
-        await timer(TimerRequest(past_due=True), invocation_context("scheduled_api_call"))
+        await timer(timer_request(past_due=True), invocation_context("scheduled_api_call"))
     assert any("past due" in r.message for r in caplog.records)
     assert any("Scheduled call GET /status answered 200" in r.getMessage() for r in caplog.records)
     assert control.stats()["backend"]["by_method"]["GET"] == 1
@@ -131,7 +131,7 @@ async def test_timer_calls_the_api_and_logs_a_summary(use_stack, control, caplog
 async def test_timer_failure_fails_the_invocation_with_the_hint(use_stack, backoff):
     await use_stack("unassigned")
     with pytest.raises(TokenError, match="has an app role on it"):
-        await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
+        await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
 
 
 async def test_many_concurrent_invocations_share_one_token(use_stack, control):

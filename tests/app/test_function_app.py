@@ -10,9 +10,9 @@ from pathlib import Path
 
 import azure.functions as func
 import pytest
-from azure.functions.timer import TimerRequest
 
 import function_app
+from devstack.invocation import http_request, timer_request
 from shared import runtime
 from shared.errors import ConfigurationError
 from tests.app.conftest import INDEXED as FUNCTIONS
@@ -85,8 +85,7 @@ async def no_settings(monkeypatch):
 
 def http(method: str, url: str, route_params: dict | None = None, body: bytes = b"",
          headers: dict | None = None) -> func.HttpRequest:
-    return func.HttpRequest(method=method, url=url, route_params=route_params or {}, body=body,
-                            headers=headers or {})
+    return http_request(method, url, route_params=route_params, body=body, headers=headers)
 
 
 async def test_bad_settings_are_reported_by_health_and_by_calls(no_settings):
@@ -105,4 +104,4 @@ async def test_bad_settings_are_reported_by_health_and_by_calls(no_settings):
 async def test_timer_fails_the_invocation_with_the_setting_named(no_settings):
     timer = FUNCTIONS["scheduled_api_call"].get_user_function()
     with pytest.raises(ConfigurationError, match="APIM_BASE_URL is not set"):
-        await timer(TimerRequest(past_due=False), None)
+        await timer(timer_request(past_due=False), None)

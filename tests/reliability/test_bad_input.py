@@ -19,6 +19,7 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
+from devstack.invocation import http_request
 from shared import handlers
 from shared.apim import ApimClient, ApimResponse
 from shared.errors import BadRequest
@@ -80,7 +81,7 @@ def request(method: str, path: str, query: str = "", body: bytes = b"",
     encoded = quote(path, safe="/", errors="surrogatepass")  # a lone surrogate arrives as %ED%A0%80
     url = "http://localhost:7071/api/apim/" + encoded + (f"?{query}" if query else "")
     headers = {"Content-Type": content_type} if content_type is not None else {}
-    return func.HttpRequest(method=method, url=url, route_params={"path": path}, body=body, headers=headers)
+    return http_request(method, url, route_params={"path": path}, body=body, headers=headers)
 
 
 def assert_stays_under(base: str, url: str, path: str) -> None:

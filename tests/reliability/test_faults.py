@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from azure.core.pipeline.transport import RequestsTransport
-from azure.functions.timer import TimerRequest
 
 from devstack import DevStack
 from devstack.appsettings import app_settings
 from devstack.config import load_config
+from devstack.invocation import timer_request
 from shared import runtime, telemetry
 from shared.errors import AccessDenied, ConfigurationError, TokenError, UpstreamError, UpstreamUnavailable
 from tests.app.conftest import FUNCTIONS, SETTING_NAMES, http_request, invocation_context
@@ -39,7 +39,7 @@ async def post(path: str = "orders", body: bytes = ORDER):
 
 
 async def run_timer() -> None:
-    await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
+    await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
 
 
 def counts(control: Control) -> dict[str, Any]:

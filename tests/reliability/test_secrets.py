@@ -22,9 +22,9 @@ from azure.core.exceptions import ServiceRequestError
 from azure.core.pipeline import AsyncPipeline
 from azure.core.pipeline.transport import AsyncHttpTransport
 from azure.core.rest import HttpRequest
-from azure.functions.timer import TimerRequest
 
 from devstack import DevStack
+from devstack.invocation import timer_request
 from shared import runtime, telemetry
 from shared.apim import ApimAuthorizationPolicy
 from shared.errors import ConfigurationError, TokenError, UpstreamError
@@ -122,7 +122,7 @@ async def test_no_secret_anywhere_in_a_full_debug_run(use_stack, control, backof
 
     async def run_timer() -> None:
         try:
-            await timer(TimerRequest(past_due=True), invocation_context("scheduled_api_call"))
+            await timer(timer_request(past_due=True), invocation_context("scheduled_api_call"))
         except Exception as exc:
             captured.append(exception_text(exc))
 
@@ -195,7 +195,7 @@ async def test_an_upstream_message_that_echoes_secrets_is_scrubbed(use_stack, co
                                    APIM_SUBSCRIPTION_KEY=key, TIMER_API_PATH="/status")
         response = await proxy(http_request("GET", "status"), invocation_context())
         with pytest.raises(UpstreamError) as raised:
-            await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
+            await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
     finally:
         await upstream.stop()
     telemetry.flush()
@@ -239,7 +239,7 @@ async def test_an_identity_endpoint_that_echoes_secrets_leaks_nothing(use_stack,
                                    TIMER_API_PATH="/status")
         response = await proxy(http_request("GET", "status"), invocation_context())
         with pytest.raises(TokenError) as raised:
-            await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
+            await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
     finally:
         await endpoint.stop()
 

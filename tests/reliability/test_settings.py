@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from azure.functions.timer import TimerRequest
 
+from devstack.invocation import timer_request
 from shared.errors import ConfigurationError
 from tests.app.conftest import FUNCTIONS, http_request, invocation_context
 from tests.reliability.conftest import error_of
@@ -57,7 +57,7 @@ async def test_a_bad_setting_is_named_by_health_calls_and_the_timer(use_stack, c
     assert words in error["message"]
 
     with pytest.raises(ConfigurationError, match=words.replace("(", r"\(").replace(".", r"\.")):
-        await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
+        await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
 
     stats = control.stats()
     assert stats.get("identity", {}).get("token_requests", 0) == 0 and stats.get("apim", {}).get("requests", 0) == 0
@@ -80,7 +80,7 @@ async def test_a_missing_timer_path_fails_only_the_timer(use_stack):
     assert json.loads(response.get_body())["settings"]["TIMER_API_PATH"] == "not set"
     assert (await proxy(http_request("GET", "status"), invocation_context())).status_code == 200
     with pytest.raises(ConfigurationError, match="TIMER_API_PATH is not set"):
-        await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
+        await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
 
 
 async def test_fixing_a_setting_takes_effect_on_restart(use_stack):
@@ -104,7 +104,7 @@ async def test_a_bad_value_is_never_echoed(use_stack, name, value):
     seen = [(await health(http_request("GET", "health"), invocation_context("health"))).get_body().decode(),
             (await proxy(http_request("GET", "status"), invocation_context())).get_body().decode()]
     with pytest.raises(ConfigurationError) as raised:
-        await timer(TimerRequest(past_due=False), invocation_context("scheduled_api_call"))
+        await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
     seen.append(str(raised.value))
     assert name in seen[0]
     assert not [text for text in seen if SECRET in text]

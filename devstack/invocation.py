@@ -242,10 +242,14 @@ def describe(function: Any) -> AppFunction:
                        indexed=function)
 
 
-@functools.cache
 def app_functions(module: str = APP_MODULE) -> dict[str, AppFunction]:
     """The app's functions by name, indexed once per process as the worker does (the app refuses a second
     `get_functions()`). Call it after the app settings are in the environment, as the host imports the app."""
+    return _index(module)
+
+
+@functools.cache  # keyed by the module name alone: every caller shares the one indexing
+def _index(module: str) -> dict[str, AppFunction]:
     app = importlib.import_module(module).app
     return {f.get_function_name(): describe(f) for f in app.get_functions()}
 

@@ -84,9 +84,11 @@ async def test_health_token_probe(driver: Driver) -> None:
     reply = await driver.call("GET", await health_route(driver), query="probe=token")
     assert reply.status == 200, reply
     claims = reply.json()["token"]
-    assert claims["aud"] in driver.audiences, f"audience {claims['aud']!r}, expected one of {driver.audiences}"
-    assert driver.read_role in claims.get("roles", []), f"roles {claims.get('roles')}, expected {driver.read_role}"
     assert "access_token" not in reply.body.decode() and "eyJ" not in reply.body.decode(), "a token in the reply"
+    assert driver.read_role in claims.get("roles", []), f"roles {claims.get('roles')}, expected {driver.read_role}"
+    if not driver.audiences:
+        pytest.skip(f"roles checked; audience {claims['aud']!r} not checked: no expected audience was given")
+    assert claims["aud"] in driver.audiences, f"audience {claims['aud']!r}, expected one of {driver.audiences}"
 
 
 async def test_timer_once_through_admin_endpoint(driver: Driver) -> None:

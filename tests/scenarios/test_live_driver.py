@@ -133,9 +133,9 @@ def test_without_azd_on_path_the_error_says_what_to_install(tmp_path: Path, monk
 
 def test_a_url_with_keys_from_the_environment_and_no_telemetry_source(standin_endpoints: dict[str, Any]) -> None:
     functions = standin_endpoints["functions"]
+    keys = {"FUNCTION_KEY": functions["keys"]["functionKeys"]["default"], "MASTER_KEY": functions["keys"]["masterKey"]}
     result = verify("--url", functions["url"], "--audience", standin_endpoints["api_app_id_uri"],
-                    "--audience", standin_endpoints["api_client_id"], env={"FUNCTION_KEY": functions["keys"]["functionKeys"]["default"],
-                         "MASTER_KEY": functions["keys"]["masterKey"]})
+                    "--audience", standin_endpoints["api_client_id"], env=keys)
     assert result.returncode == 0, result.stdout + result.stderr
     table_rows = rows(result.stdout)
     assert table_rows["telemetry correlated with the call"] == "skipped"

@@ -14,6 +14,9 @@ from typing import Any
 
 DEFAULT_IDENTITY = "reader"
 DEFAULT_WRITE_IDENTITY = "writer"
+# The identity the exporter sends telemetry with: in Azure the host's identity, which holds
+# Monitoring Metrics Publisher on Application Insights (infra/modules/rbac.bicep).
+DEFAULT_TELEMETRY_IDENTITY = "host"
 DEFAULT_TIMER_SCHEDULE = "0 */5 * * * *"  # NCRONTAB (with seconds): every five minutes
 DEFAULT_TIMER_API_PATH = "/status"
 
@@ -54,12 +57,16 @@ def _client_id(endpoints: Mapping[str, Any], name: str) -> str:
 
 def app_settings(endpoints: Mapping[str, Any], identity: str = DEFAULT_IDENTITY, *,
                  timer_schedule: str = DEFAULT_TIMER_SCHEDULE,
-                 timer_api_path: str = DEFAULT_TIMER_API_PATH) -> dict[str, str]:
+                 timer_api_path: str = DEFAULT_TIMER_API_PATH,
+                 telemetry_identity: str = DEFAULT_TELEMETRY_IDENTITY) -> dict[str, str]:
     """The app settings that point the function app at the stack described by `endpoints`.
 
     With the default `reader`, non-GET calls use the `writer` identity, the
     least-privilege pair the template recommends. Any other identity is used for
     every call (so `unassigned` shows what a missing role assignment looks like).
+    Telemetry is sent as in Azure: Entra-authenticated, with a token the exporter
+    gets through the managed-identity endpoint for `telemetry_identity` (a stack
+    whose config has no such identity gets no APPLICATIONINSIGHTS_AUTHENTICATION_STRING).
     """
     write_identity = DEFAULT_WRITE_IDENTITY if identity == DEFAULT_IDENTITY else identity
     settings = {
@@ -79,6 +86,12 @@ def app_settings(endpoints: Mapping[str, Any], identity: str = DEFAULT_IDENTITY,
     }
     if not settings["APIM_SUBSCRIPTION_KEY"]:
         del settings["APIM_SUBSCRIPTION_KEY"]  # optional: an API may not require a key
+    if telemetry_identity in endpoints["identities"]:
+        settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] = (
+            f"ClientId={_client_id(endpoints, telemetry_identity)};Authorization=AAD")
+    if endpoints.get("ca_bundle"):
+        # Ingestion is served over HTTPS with the stand-in's own CA (devstack/tls.py).
+        settings["REQUESTS_CA_BUNDLE"] = endpoints["ca_bundle"]
     return settings
 
 

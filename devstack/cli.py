@@ -311,9 +311,12 @@ def unset_line() -> str:
     # The names come from the same mapping `env` uses, applied to a stack that is never started.
     from devstack.stack import describe
     from devstack.state import StackState
+    from devstack.tls import LocalTls
 
     placeholder_urls: defaultdict[str, str] = defaultdict(lambda: "http://127.0.0.1:0")
-    names = app_settings(describe(StackState.create(load_config()), placeholder_urls))
+    state = StackState.create(load_config())
+    state.tls = LocalTls(Path("placeholder"))  # only its file name is used: no files are made
+    names = app_settings(describe(state, placeholder_urls))
     return "unset " + " ".join(names)
 
 

@@ -157,7 +157,12 @@ class Demo:
         print(f"  APIM               {apim.get('requests', 0)} requests, by status {apim.get('by_status', {})}")
         print(f"  backend            {stats.get('backend', {}).get('by_method', {})}")
         envelopes = list(state.telemetry)
-        print(f"  App Insights       {len(envelopes)} telemetry items")
+        ingestion = stats.get("ingestion", {})
+        refused = ingestion.get("refused_items", 0)
+        print(f"  App Insights       {len(envelopes)} telemetry items, Entra-authenticated as 'host' "
+              f"(Monitoring Metrics Publisher); {refused} refused")
+        if refused:
+            self.failures += 1  # the host identity holds the role: a refusal means the set-up is wrong
         for line in _telemetry_lines(envelopes):
             print(f"     {line}")
         api_path = urllib.parse.urlsplit(self.endpoints["apim_base_url"]).path

@@ -12,6 +12,15 @@
 The connection string's `IngestionEndpoint` ends with `/` as Azure's do, so the
 exporter asks for `//v2.1/track`; the routes accept either form.
 
+Authentication, as infra/ deploys Application Insights (`DisableLocalAuth: true`):
+a track request needs `Authorization: Bearer` with a token from the stand-in's
+Entra for `https://monitor.azure.com` (401 otherwise), and the token's identity
+must hold Monitoring Metrics Publisher in the stack's configuration (403
+otherwise). With local auth enabled (`ingestion.local_auth`), a request without a
+token is accepted, and one with a token is still checked: ingestion then answers
+403 to an identity without the role (microsoft/ApplicationInsights-dotnet#2795).
+Refused items are counted (`ingestion.refused_items`, `refused_by_reason`), never stored.
+
 Accepted envelopes land in `state.telemetry` (`GET {control_url}/telemetry`).
 """
 
@@ -22,8 +31,10 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jwt
 from aiohttp import web
 
+from devstack.entra import MONITOR_RESOURCE, v1_issuer, v2_issuer
 from devstack.faults import fault_middleware
 from devstack.state import StackState
 
@@ -35,6 +46,10 @@ NDJSON = "application/x-json-stream"
 GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 TRACK_ROUTES = ("/{slash:/?}v2.1/track", "/{slash:/?}v2/track")
 LIVE_ROUTES = ("/{slash:/?}QuickPulseService.svc/ping", "/{slash:/?}QuickPulseService.svc/post")
+
+
+# The Azure role that lets an identity send telemetry (infra/modules/rbac.bicep assigns it).
+PUBLISHER_ROLE = "Monitoring Metrics Publisher"
 
 
 class UnreadableBody(ValueError):
@@ -108,10 +123,80 @@ def injected_error(status: int) -> dict[str, Any]:
             "errors": [{"index": 0, "statusCode": status, "message": "Injected fault"}]}
 
 
+class Refused(Exception):
+    """A track request ingestion does not accept from this caller: 401 or 403."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+def _bearer_token(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def check_caller(state: StackState, token: str | None) -> None:
+    """Raise Refused unless the caller may send telemetry (see the module docstring)."""
+    if token is None:
+        if state.config.ingestion_local_auth:
+            return
+        raise Refused(401, "unauthenticated", "Authorization is required: this Application Insights resource "
+                      "accepts only Microsoft Entra authenticated telemetry (local authentication is disabled).")
+    claims = _verified_claims(state, token)
+    if claims is None:
+        raise Refused(401, "invalid_token", "The access token is invalid, expired, or not issued for "
+                      f"{MONITOR_RESOURCE}.")
+    identity = next((i for i in state.config.identities.values()
+                     if i.principal_id.lower() == str(claims.get("oid", "")).lower()), None)
+    if identity is None or PUBLISHER_ROLE not in identity.azure_roles:
+        raise Refused(403, "forbidden", f"The identity {claims.get('oid')} does not hold the {PUBLISHER_ROLE} "
+                      "role on this Application Insights resource.")
+
+
+def _verified_claims(state: StackState, token: str) -> dict[str, Any] | None:
+    """The token's claims if the stand-in's Entra signed it for the monitor resource and it is valid."""
+    tenant = state.config.tenant_id
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = next((k for k in state.issuer.keys.published if k.kid == kid), None)
+        if key is None:
+            return None
+        claims = jwt.decode(token, key.private_key.public_key(), algorithms=["RS256"],
+                            audience=[MONITOR_RESOURCE, MONITOR_RESOURCE + "/"],
+                            issuer=[v1_issuer(tenant), v2_issuer(tenant)])
+    except jwt.PyJWTError:
+        return None
+    return claims
+
+
+def refused_response(refused: Refused, received: int) -> web.Response:
+    """A TrackResponse in which every item carries the refusal's status."""
+    errors = [{"index": i, "statusCode": refused.status, "message": refused.message} for i in range(max(received, 1))]
+    return web.json_response({"itemsReceived": received, "itemsAccepted": 0, "errors": errors},
+                             status=refused.status)
+
+
+def _count_items(body: bytes, content_type: str) -> int:
+    try:
+        return len(parse_items(body, content_type))
+    except UnreadableBody:
+        return 0
+
+
 async def track(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    body = await request.read()
     try:
-        items = parse_items(await request.read(), request.content_type)
+        check_caller(state, _bearer_token(request))
+    except Refused as refused:
+        received = _count_items(body, request.content_type)
+        state.stats.count("ingestion", "refused_requests")
+        state.stats.count("ingestion", "refused_items", amount=received)
+        state.stats.count("ingestion", "refused_by_reason", refused.reason, amount=received)
+        return refused_response(refused, received)
+    try:
+        items = parse_items(body, request.content_type)
     except UnreadableBody as exc:
         return unreadable_response(str(exc))
     now = datetime.now(UTC)

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,9 +23,12 @@ from aiohttp import web
 from devstack.config import StackConfig, load_config
 from devstack.state import StackState
 from devstack.statelock import StateDirLock
+from devstack.tls import LocalTls
 
 LOOPBACK = "127.0.0.1"
 INSTRUMENTATION_KEY = "00000000-0000-4000-8000-00000000d5a1"
+# Served over HTTPS: azure-core sends the exporter's bearer token over HTTPS only.
+TLS_SERVICES = frozenset({"ingestion"})
 
 
 class StackAlreadyRunning(RuntimeError):
@@ -108,6 +112,7 @@ def describe(state: StackState, urls: dict[str, str]) -> dict[str, Any]:
         "api_roles": {"read": config.api.read_role, "write": config.api.write_role},
         "backend_url": urls["backend"],
         "ingestion_endpoint": ingestion,
+        "ca_bundle": str(state.tls.bundle) if state.tls else None,
         "connection_string": (
             f"InstrumentationKey={INSTRUMENTATION_KEY};IngestionEndpoint={ingestion}/;LiveEndpoint={ingestion}/"
         ),
@@ -119,6 +124,7 @@ def describe(state: StackState, urls: dict[str, str]) -> dict[str, Any]:
                 "resource_id": i.resource_id,
                 "roles": list(i.roles),
                 "system_assigned": i.system_assigned,
+                "azure_roles": list(i.azure_roles),
             }
             for name, i in config.identities.items()
         },
@@ -149,6 +155,7 @@ class DevStack:
         self._thread: threading.Thread | None = None
         self._runners: list[web.AppRunner] = []
         self._lock: StateDirLock | None = None
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def endpoints(self) -> dict[str, Any]:
@@ -205,14 +212,28 @@ class DevStack:
         workflow = logicapp.load_workflow(self.state.config.logic_app_workflow)
         factories = _app_factories()
         sockets = _bind_all(list(factories), self.ports)
-        urls = {name: f"http://{LOOPBACK}:{sock.getsockname()[1]}" for name, sock in sockets.items()}
+        tls = self._local_tls()
+        urls = {name: f"{'https' if name in TLS_SERVICES else 'http'}://{LOOPBACK}:{sock.getsockname()[1]}"
+                for name, sock in sockets.items()}
         self.state.endpoints.update(describe(self.state, urls))
+        server_context = tls.server_context()
         for name, factory in factories.items():
             runner = web.AppRunner(factory(self.state), access_log=None, shutdown_timeout=1)
             await runner.setup()
-            await web.SockSite(runner, sockets[name]).start()
+            context = server_context if name in TLS_SERVICES else None
+            await web.SockSite(runner, sockets[name], ssl_context=context).start()
             self._runners.append(runner)
         await logicapp.start(self.state, workflow, schedule=self.run_schedules)
+
+    def _local_tls(self) -> LocalTls:
+        """The CA and certificate: kept in the state dir, else in a directory removed at stop."""
+        if self.state_dir is not None:
+            directory = self.state_dir / "tls"
+        else:
+            self._tls_dir = tempfile.TemporaryDirectory(prefix="devstack-tls-")
+            directory = Path(self._tls_dir.name)
+        self.state.tls = LocalTls(directory)
+        return self.state.tls
 
     async def _stop_services(self) -> None:
         from devstack import logicapp
@@ -221,6 +242,9 @@ class DevStack:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
+            self._tls_dir = None
 
     def _write_endpoints(self) -> None:
         # Write then rename, so a reader polling for the file never sees half of it.

@@ -14,6 +14,7 @@ from devstack.config import StackConfig
 from devstack.entra import TokenIssuer
 from devstack.faults import FaultBoard
 from devstack.identity.platform import PlatformTokenCache, RoleAssignments
+from devstack.tls import LocalTls
 
 
 class Stats:
@@ -62,6 +63,7 @@ class StackState:
     telemetry: list[dict[str, Any]] = field(default_factory=list)
     endpoints: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    tls: LocalTls | None = None  # set by the stack when it starts the HTTPS services
 
     @classmethod
     def create(cls, config: StackConfig) -> StackState:

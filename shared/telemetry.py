@@ -67,6 +67,8 @@ def configure(environ: Mapping[str, str] | None = None) -> str:
     with _configure_lock:
         if _mode is None:
             _mode = _configure(os.environ if environ is None else environ)
+            if _mode != "off":
+                _report_refused_telemetry_once()
         return _mode
 
 
@@ -85,6 +87,45 @@ def _configure(env: Mapping[str, str]) -> str:
     # The exporter reads APPLICATIONINSIGHTS_AUTHENTICATION_STRING itself (Entra-authenticated ingestion).
     configure_azure_monitor(logger_name="shared")
     return "app"
+
+
+# --- ingestion refusing the app's telemetry ------------------------------------------------
+
+# The exporter's module logger: it logs every 401/403 from ingestion there, and offers no hook.
+_EXPORTER_LOGGER = "azure.monitor.opentelemetry.exporter.export._base"
+_REFUSALS = {"'Unauthorized'": (401, "is not authenticated: set APPLICATIONINSIGHTS_AUTHENTICATION_STRING "
+                                     "to 'ClientId=<identity client id>;Authorization=AAD'"),
+             "'Forbidden'": (403, "comes from an identity without the Monitoring Metrics Publisher role on the "
+                                  "Application Insights resource: assign it to the identity in "
+                                  "APPLICATIONINSIGHTS_AUTHENTICATION_STRING")}
+
+
+class _RefusedTelemetryReporter(logging.Handler):
+    """Says once, in the app's own log, that ingestion refuses its telemetry. The exporter
+    retries in the background and calls are unaffected, so without this the telemetry
+    would go missing with only the exporter's repeated errors to show for it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self._reported = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._reported:
+            return
+        message = record.getMessage()
+        refusal = next((r for marker, r in _REFUSALS.items() if marker in message), None)
+        if refusal is None:
+            return
+        self._reported = True
+        status, cause = refusal
+        logger.error("Application Insights refuses this app's telemetry (HTTP %d): it %s. Calls are not "
+                     "affected; the exporter keeps retrying. Logged once.", status, cause)
+
+
+def _report_refused_telemetry_once() -> None:
+    exporter_logger = logging.getLogger(_EXPORTER_LOGGER)
+    if not any(isinstance(h, _RefusedTelemetryReporter) for h in exporter_logger.handlers):
+        exporter_logger.addHandler(_RefusedTelemetryReporter())
 
 
 def flush(timeout_millis: int = 10_000) -> None:

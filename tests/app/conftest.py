@@ -28,16 +28,35 @@ SETTING_NAMES = ("APIM_BASE_URL", "APIM_SUBSCRIPTION_KEY", "API_APP_ID_URI", "MA
 def telemetry_to_devstack(endpoints: dict[str, Any]) -> Iterator[None]:
     """Configure export once for the run, to the ingestion stand-in, as the app does in Azure."""
     saved = dict(os.environ)
-    os.environ["APPLICATIONINSIGHTS_CONNECTION_STRING"] = endpoints["connection_string"]
+    # Entra-authenticated export, as infra/ deploys it: the exporter's own ManagedIdentityCredential
+    # gets its token from the identity stand-in for the host identity.
+    for name in ("APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+                 "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE"):
+        os.environ[name] = app_settings(endpoints)[name]
     # The test's own urllib calls to the control API are not the app's dependencies.
     os.environ["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "urllib,urllib3,requests"
     # The distro's default sampler is rate-limited and drops most spans of a burst: keep them all here.
     os.environ["OTEL_TRACES_SAMPLER"] = "always_on"
     assert telemetry.configure() == "app"
+    _each_exporter_gets_its_token()
     yield
     telemetry.shutdown()
     os.environ.clear()
     os.environ.update(saved)
+
+
+def _each_exporter_gets_its_token() -> None:
+    """Export one span, one log record and one metric now, so that each exporter's own
+    ManagedIdentityCredential asks for its token before the tests count token requests
+    (it then holds it for hours, as in Azure)."""
+    import logging
+
+    from opentelemetry import metrics, trace
+
+    with trace.get_tracer(__name__).start_as_current_span("warm-up"):
+        logging.getLogger("shared.tests").warning("telemetry warm-up")
+    metrics.get_meter(__name__).create_counter("tests.warm_up").add(1)
+    telemetry.flush()
 
 
 @pytest.fixture

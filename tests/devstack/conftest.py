@@ -24,3 +24,42 @@ def devstack() -> Iterator[DevStack]:
 @pytest.fixture(scope="package")
 def endpoints(devstack: DevStack) -> dict[str, Any]:
     return devstack.endpoints
+
+
+# --- telemetry as infra/ deploys it: Entra-authenticated, over HTTPS ----------------------
+
+MI_SOURCE_VARIABLES = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT",
+                       "MSI_ENDPOINT", "MSI_SECRET", "AZURE_POD_IDENTITY_AUTHORITY_HOST", "AZURE_FEDERATED_TOKEN_FILE")
+
+
+@pytest.fixture
+def exporter_auth(endpoints: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """Keyword arguments that give an Azure Monitor exporter the host identity's managed-identity
+    credential (the stand-in's App Service endpoint), and trust for ingestion's certificate."""
+    from azure.identity import ManagedIdentityCredential
+
+    for name in MI_SOURCE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", endpoints["identity_endpoint"])
+    monkeypatch.setenv("IDENTITY_HEADER", endpoints["identity_header"])
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", endpoints["ca_bundle"])
+    with ManagedIdentityCredential(client_id=endpoints["identities"]["host"]["client_id"]) as credential:
+        yield {"credential": credential}
+
+
+def monitor_token(stack: DevStack, identity: str = "host") -> str:
+    """A token for the monitor resource, as the platform would hand it to `identity`."""
+    from devstack.entra import MONITOR_RESOURCE
+
+    grant, _ = stack.state.platform.grant(stack.state.config.identities[identity], MONITOR_RESOURCE + "/")
+    return grant.token
+
+
+def ingestion_session(stack: DevStack, identity: str | None = "host") -> Any:
+    """An aiohttp session that trusts ingestion's certificate and sends `identity`'s bearer token."""
+    import aiohttp
+
+    assert stack.state.tls is not None
+    headers = {"Authorization": f"Bearer {monitor_token(stack, identity)}"} if identity else {}
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=stack.state.tls.client_context()),
+                                 headers=headers)

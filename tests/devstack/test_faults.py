@@ -12,6 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.devstack.conftest import ingestion_session
+
 Call = Callable[..., Awaitable[tuple[int, dict[str, str], bytes]]]
 SERVICES = ["backend", "ingestion"]
 
@@ -23,13 +25,13 @@ def _telemetry_item(endpoints: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def call(endpoints, control) -> AsyncIterator[Callable[[str], Call]]:
+async def call(devstack, endpoints, control) -> AsyncIterator[Callable[[str], Call]]:
     """`call(service)(method=...)` sends that service's everyday request and reads the whole answer."""
     requests = {
         "backend": ("GET", endpoints["backend_url"] + "/status", None),
         "ingestion": ("POST", endpoints["ingestion_endpoint"] + "/v2.1/track", [_telemetry_item(endpoints)]),
     }
-    async with aiohttp.ClientSession() as session:
+    async with ingestion_session(devstack) as session:  # trusts ingestion's certificate, sends a token
         def for_service(service: str) -> Call:
             default_method, url, body = requests[service]
 

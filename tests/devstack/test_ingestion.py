@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import pytest
 from azure.monitor.opentelemetry.exporter import (
     AzureMonitorLogExporter,
@@ -31,6 +30,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.trace import SpanKind
 
+from tests.devstack.conftest import ingestion_session
+
 RESOURCE = Resource.create({"service.name": "devstack-tests"})
 
 
@@ -44,12 +45,12 @@ def by_base_type(envelopes: list[dict[str, Any]], base_type: str) -> list[dict[s
 
 
 @pytest.fixture
-def tracing(endpoints, control) -> Iterator[tuple[TracerProvider, AzureMonitorTraceExporter]]:
+def tracing(endpoints, control, exporter_auth) -> Iterator[tuple[TracerProvider, AzureMonitorTraceExporter]]:
     """A local tracer provider exporting synchronously to the stand-in."""
     provider = TracerProvider(resource=RESOURCE)
     # tracer_provider: the exporter reads the resource from it, not from the global provider.
     exporter = AzureMonitorTraceExporter(connection_string=endpoints["connection_string"],
-                                         disable_offline_storage=True, tracer_provider=provider)
+                                         disable_offline_storage=True, tracer_provider=provider, **exporter_auth)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield provider, exporter
     provider.shutdown()
@@ -83,9 +84,10 @@ def test_spans_arrive_as_request_and_dependency_envelopes(tracing, endpoints, co
     assert stats["by_type"]["RequestData"] == 1
 
 
-def test_logs_arrive_as_message_envelopes(endpoints, control):
+def test_logs_arrive_as_message_envelopes(endpoints, control, exporter_auth):
     provider = LoggerProvider(resource=RESOURCE)
-    exporter = AzureMonitorLogExporter(connection_string=endpoints["connection_string"], disable_offline_storage=True)
+    exporter = AzureMonitorLogExporter(connection_string=endpoints["connection_string"], disable_offline_storage=True,
+                                       **exporter_auth)
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     logger = logging.getLogger("devstack.tests.ingestion")
     handler = LoggingHandler(level=logging.INFO, logger_provider=provider)
@@ -102,9 +104,9 @@ def test_logs_arrive_as_message_envelopes(endpoints, control):
     assert message["data"]["baseData"]["severityLevel"] in ("Warning", 2)  # the exporter sends the number
 
 
-def test_metrics_arrive_as_metric_envelopes(endpoints, control):
+def test_metrics_arrive_as_metric_envelopes(endpoints, control, exporter_auth):
     exporter = AzureMonitorMetricExporter(connection_string=endpoints["connection_string"],
-                                          disable_offline_storage=True)
+                                          disable_offline_storage=True, **exporter_auth)
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
     provider = MeterProvider(resource=RESOURCE, metric_readers=[reader])
     provider.get_meter(__name__).create_counter("token.acquisitions").add(2, {"outcome": "success"})
@@ -136,11 +138,12 @@ def test_the_exporter_retries_a_transient_503(tracing, control):
     {"drop_connection": True, "times": 1},
     {"malformed_body": True, "times": 1},
 ], ids=["500", "429", "400", "dropped", "malformed"])
-def test_the_exporter_drops_what_it_cannot_send_without_crashing(endpoints, control, fault):
+def test_the_exporter_drops_what_it_cannot_send_without_crashing(endpoints, control, fault, exporter_auth):
     # No pipeline retries and no disk storage: one attempt, then a FAILURE result.
     provider = TracerProvider(resource=RESOURCE)
     exporter = AzureMonitorTraceExporter(connection_string=endpoints["connection_string"],
-                                         disable_offline_storage=True, retry_total=0, tracer_provider=provider)
+                                         disable_offline_storage=True, retry_total=0, tracer_provider=provider,
+                                         **exporter_auth)
     span = provider.get_tracer(__name__).start_span("doomed")
     span.end()
     control.fault("ingestion", **fault)
@@ -178,9 +181,9 @@ def envelope(endpoints: dict[str, Any], message: str = "hello", **overrides: Any
 
 
 @pytest.fixture
-async def track(endpoints, control) -> AsyncIterator[Any]:
-    """POST raw bytes to /v2.1/track; returns (status, TrackResponse body)."""
-    async with aiohttp.ClientSession() as session:
+async def track(devstack, endpoints, control) -> AsyncIterator[Any]:
+    """POST raw bytes to /v2.1/track as the host identity; returns (status, TrackResponse body)."""
+    async with ingestion_session(devstack) as session:
         async def post(body: bytes, headers: dict[str, str] | None = None,
                        path: str = "/v2.1/track") -> tuple[int, dict[str, Any]]:
             headers = {"Content-Type": "application/json", **(headers or {})}
@@ -235,12 +238,98 @@ async def test_an_unparseable_body_is_a_400(track, control):
     assert result["errors"][0]["statusCode"] == 400
 
 
-async def test_live_metrics_pings_are_answered_and_do_not_eat_faults(endpoints, control):
+async def test_live_metrics_pings_are_answered_and_do_not_eat_faults(devstack, endpoints, control):
     control.fault("ingestion", status=503)
     url = endpoints["ingestion_endpoint"] + "/QuickPulseService.svc/ping?ikey=x&api-version=2024-04-01-preview"
-    async with aiohttp.ClientSession() as session, session.post(url, json={}) as response:
+    async with ingestion_session(devstack, None) as session, session.post(url, json={}) as response:
         assert response.status == 200
         assert response.headers["x-ms-qps-subscribed"] == "false"
         assert (await response.json())["Metrics"] == []
     assert len(control.faults()) == 1  # still waiting for a telemetry upload
     assert control.stats()["ingestion"] == {"live_metrics_requests": 1}
+
+
+# ---------------------------------------------------------------- Entra authentication
+
+async def _post_as(stack, identity: str | None, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    body = json.dumps([envelope(stack.endpoints, "who sent this"), envelope(stack.endpoints, "and this")])
+    async with ingestion_session(stack, identity) as session:
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        async with session.post(stack.endpoints["ingestion_endpoint"] + "/v2.1/track", data=body,
+                                headers=headers) as response:
+            return response.status, await response.json()
+
+
+async def test_without_a_token_telemetry_is_refused_with_401(devstack, control):
+    status, result = await _post_as(devstack, None)
+    assert status == 401
+    assert (result["itemsReceived"], result["itemsAccepted"]) == (2, 0)
+    assert [e["statusCode"] for e in result["errors"]] == [401, 401]
+    assert control.telemetry() == []
+    stats = control.stats()["ingestion"]
+    assert (stats["refused_items"], stats["refused_by_reason"]) == (2, {"unauthenticated": 2})
+
+
+async def test_an_identity_without_monitoring_metrics_publisher_is_refused_with_403(devstack, control):
+    status, result = await _post_as(devstack, "reader")
+    assert status == 403
+    assert "Monitoring Metrics Publisher" in result["errors"][0]["message"]
+    assert control.stats()["ingestion"]["refused_by_reason"] == {"forbidden": 2}
+    assert control.telemetry() == []
+
+
+@pytest.mark.parametrize("case", ["another audience", "another signer", "expired"])
+async def test_a_token_not_for_ingestion_is_refused_with_401(devstack, control, case):
+    state = devstack.state
+    host = state.config.identities["host"]
+    if case == "another audience":
+        token, _ = state.issuer.issue(host, state.config.api.app_id_uri)
+    else:
+        claims = state.issuer.claims_for(host, "https://monitor.azure.com/")
+        if case == "expired":
+            claims["exp"] = claims["iat"] + 1
+            token = state.issuer.sign(claims)
+        else:
+            from devstack.entra import EntraSigningKey
+
+            token = state.issuer.sign(claims, key=EntraSigningKey.generate())
+    status, _ = await _post_as(devstack, None, token)
+    assert status == 401
+    assert control.stats()["ingestion"]["refused_by_reason"] == {"invalid_token": 2}
+
+
+@pytest.fixture(scope="module")
+def local_auth_stack() -> Iterator[Any]:
+    """Application Insights with local authentication enabled (infra/ disables it)."""
+    from dataclasses import replace
+
+    from devstack import DevStack
+    from devstack.config import load_config
+
+    with DevStack(replace(load_config(), ingestion_local_auth=True)) as stack:
+        yield stack
+
+
+async def test_with_local_auth_unauthenticated_posts_are_accepted_and_tokens_still_checked(local_auth_stack):
+    assert (await _post_as(local_auth_stack, None))[0] == 200
+    assert (await _post_as(local_auth_stack, "host"))[0] == 200
+    # A token is checked even then: an identity without the role is refused (403).
+    assert (await _post_as(local_auth_stack, "reader"))[0] == 403
+
+
+def test_the_exporter_of_an_identity_without_the_role_is_refused_and_counted(endpoints, control, exporter_auth):
+    from azure.identity import ManagedIdentityCredential
+
+    provider = TracerProvider(resource=RESOURCE)
+    with ManagedIdentityCredential(client_id=endpoints["identities"]["reader"]["client_id"]) as reader:
+        exporter = AzureMonitorTraceExporter(connection_string=endpoints["connection_string"], credential=reader,
+                                             disable_offline_storage=True, retry_total=0, tracer_provider=provider)
+        span = provider.get_tracer(__name__).start_span("refused")
+        span.end()
+        assert exporter.export([span]) == SpanExportResult.FAILURE
+    assert control.telemetry() == []
+    stats = control.stats()["ingestion"]
+    assert stats["refused_requests"] == 1
+    assert stats["refused_by_reason"] == {"forbidden": stats["refused_items"]} and stats["refused_items"] >= 1

@@ -226,7 +226,9 @@ def test_settings_leaves_a_file_that_points_at_azure_alone_unless_forced(running
     assert forced.returncode == 0, forced.stderr
     values = json.loads(out.read_text(encoding="utf-8"))["Values"]
     assert values["APIM_BASE_URL"] == endpoints["apim_base_url"]
-    assert values["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == ""  # not the stand-in's: kept
+    # Telemetry goes to the stand-in, authenticated as its host identity, as in Azure.
+    host = endpoints["identities"]["host"]["client_id"]
+    assert values["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == f"ClientId={host};Authorization=AAD"
 
 
 @pytest.mark.parametrize(("values", "reason"), [

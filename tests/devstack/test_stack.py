@@ -30,7 +30,9 @@ def test_endpoints_has_the_documented_keys(endpoints):
     assert endpoints["identities"]["unassigned"]["roles"] == []
     for key, value in endpoints.items():
         if key.endswith(("_url", "_endpoint")):
-            assert value.startswith("http://127.0.0.1:"), key
+            # Ingestion over HTTPS: azure-core sends the exporter's bearer token over HTTPS only.
+            scheme = "https" if key == "ingestion_endpoint" else "http"
+            assert value.startswith(f"{scheme}://127.0.0.1:"), key
 
 
 def test_state_dir_gets_endpoints_and_refuses_a_second_stack(tmp_path: Path):

@@ -122,7 +122,11 @@ def in_process_telemetry(endpoints: dict[str, Any]) -> Iterator[None]:
     if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING") == endpoints["connection_string"]:
         yield
         return
-    os.environ["APPLICATIONINSIGHTS_CONNECTION_STRING"] = endpoints["connection_string"]
+    # Entra-authenticated export over HTTPS, as infra/ deploys it (see devstack/appsettings.py).
+    settings = app_settings(endpoints)
+    for name in ("APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+                 "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE"):
+        os.environ[name] = settings[name]
     os.environ.setdefault("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "urllib,urllib3,requests")
     os.environ.setdefault("OTEL_TRACES_SAMPLER", "always_on")
     telemetry.configure()

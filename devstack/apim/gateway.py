@@ -74,6 +74,7 @@ class Exchange:
     headers: CIMultiDict[str]  # the request headers as they will be forwarded
     query: MultiDict[str]
     body: bytes
+    client_ip: str = ""
     variables: dict[str, Any] = field(default_factory=dict)
     response: Message | None = None
 
@@ -98,6 +99,7 @@ class Gateway:
         exchange = Exchange(
             request_id=str(uuid.uuid4()), method=request.method, route=route,
             headers=CIMultiDict(request.headers), query=MultiDict(request.query), body=await request.read(),
+            client_ip=request.remote or "",
         )
         policy = route.operation.policy
         try:
@@ -174,6 +176,7 @@ class Gateway:
         if exchange.query:
             url = url.with_query(exchange.query)
         headers = CIMultiDict((k, v) for k, v in exchange.headers.items() if k.lower() not in _HOP_BY_HOP)
+        _add_forwarded_for(headers, exchange.client_ip)
         try:
             async with asyncio.timeout(statement.timeout):  # APIM's timeout covers the response headers
                 response = await self.session().request(
@@ -205,6 +208,15 @@ class Gateway:
     @staticmethod
     def _evaluate(value: Value, exchange: Exchange) -> str:
         return value.evaluate(exchange) if isinstance(value, Expression) else value
+
+
+def _add_forwarded_for(headers: CIMultiDict[str], client_ip: str) -> None:
+    """APIM appends the caller's address to X-Forwarded-For on what it forwards to the backend."""
+    if not client_ip:
+        return
+    earlier = ", ".join(headers.getall("X-Forwarded-For", []))
+    headers.popall("X-Forwarded-For", None)
+    headers["X-Forwarded-For"] = f"{earlier}, {client_ip}" if earlier else client_ip
 
 
 def _set(target: MultiDict[str], name: str, action: str, values: list[str], *, concatenate: bool) -> None:

@@ -86,6 +86,15 @@ async def test_reader_token_and_key_reach_the_backend(apim, endpoints, control):
     assert sent["x-caller-client-id"] == reader
     assert sent["x-caller-roles"] == endpoints["api_roles"]["read"]
     assert "ocp-apim-subscription-key" not in sent  # removed by api-policy.xml
+    assert sent["x-forwarded-for"] == "127.0.0.1"  # APIM adds the caller's address
+
+
+async def test_apim_appends_the_caller_to_an_incoming_x_forwarded_for(apim, control):
+    status, _, _ = await apim.call("GET", "/status", token=apim.token("reader"),
+                                   headers={"X-Forwarded-For": "203.0.113.7"})
+    assert status == 200
+    sent = {k.lower(): v for k, v in control.backend_requests()[0]["headers"].items()}
+    assert sent["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
 
 
 async def test_the_caller_cannot_forge_the_caller_headers(apim, endpoints, control):

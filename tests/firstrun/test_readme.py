@@ -179,3 +179,28 @@ def test_every_script_and_file_the_readme_names_exists():
             for words in simple_commands(line):
                 if words[0].startswith("./"):
                     assert (ROOT / words[0]).exists(), f"{block}: {words[0]} does not exist"
+
+
+def unquoted_globs(line: str) -> list[str]:
+    """Characters zsh would glob (? * [) outside quotes, comments left out."""
+    from tests.firstrun.readme import strip_comment
+
+    found, quote = [], ""
+    for char in strip_comment(line):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "?*[":
+            found.append(char)
+    return found
+
+
+def test_no_command_leaves_a_glob_character_unquoted_for_zsh():
+    assert unquoted_globs("curl http://localhost:7071/api/health?probe=token") == ["?"]
+    assert unquoted_globs("curl 'http://localhost:7071/api/health?probe=token'  # ?") == []
+    for block in ALL:
+        if block.language in ("powershell", "pwsh", "ps1"):
+            continue
+        for line in block.commands:
+            assert not unquoted_globs(line), f"{block}: quote the URL in '{line}' (zsh expands ? * [ in words)"

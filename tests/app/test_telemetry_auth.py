@@ -18,7 +18,6 @@ from devstack.appsettings import app_settings
 
 CHILD = textwrap.dedent("""
     import asyncio, json, logging
-    import azure.functions as func
 
     refusals = []
 
@@ -28,20 +27,15 @@ CHILD = textwrap.dedent("""
                 refusals.append(record.getMessage())
 
     logging.getLogger("shared.telemetry").addHandler(Capture())
-    import function_app
+    from devstack.invocation import invocation_context, proxy_request, user_functions
     from shared import telemetry
 
-    proxy = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}["apim_proxy"]
-
-    class Context:
-        invocation_id, function_name, trace_id, trace_context = "1", "apim_proxy", None, None
+    proxy = user_functions()["apim_proxy"]  # imports and indexes function_app, as the worker does
 
     async def main():
         statuses = []
         for _ in range(3):
-            request = func.HttpRequest(method="GET", url="http://localhost:7071/api/apim/status",
-                                       route_params={"path": "status"}, params={}, body=b"", headers={})
-            statuses.append((await proxy(request, Context())).status_code)
+            statuses.append((await proxy(proxy_request("GET", "status"), invocation_context())).status_code)
             telemetry.flush()  # one export per call: each is refused
         return statuses
 

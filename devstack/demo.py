@@ -60,7 +60,7 @@ class Demo:
         await self._step("1. Timer trigger: GET TIMER_API_PATH as 'reader'", self._timer)
         await self._step("2. HTTP GET /api/apim/orders as 'reader' (role Orders.Read)", self._get_orders)
         await self._step("3. HTTP POST /api/apim/orders as 'writer' (role Orders.Write)", self._post_order)
-        await self._step("4. GET /api/health?probe=token: the token's claims, never the token", self._health)
+        await self._step("4. GET /api/apim-health?probe=token: the token's claims, never the token", self._health)
         await runtime.reset_runtime()
         self._configure("reader")
         # The reader identity for writes too (it lacks Orders.Write): the mistake the hint explains.
@@ -103,7 +103,7 @@ class Demo:
         self.failures += not ok
 
     async def _timer(self) -> tuple[bool, list[str]]:
-        await self.functions["scheduled_api_call"](timer_request(), invocation_context("scheduled_api_call"))
+        await self.functions["apim_timer"](timer_request(), invocation_context("apim_timer"))
         return True, ["the invocation succeeded"]
 
     async def _get_orders(self) -> tuple[bool, list[str]]:
@@ -117,8 +117,8 @@ class Demo:
         return response.status_code == 201, [f"{response.status_code} {_short(response.get_body())}"]
 
     async def _health(self) -> tuple[bool, list[str]]:
-        request = http_request("GET", f"{LOCAL_BASE_URL}/api/health?probe=token")
-        response = await self.functions["health"](request, invocation_context("health"))
+        request = http_request("GET", f"{LOCAL_BASE_URL}/api/apim-health?probe=token")
+        response = await self.functions["apim_health"](request, invocation_context("apim_health"))
         report = json.loads(response.get_body())
         claims = report.get("token", {})
         lines = [f"{name}: {claims[name]}" for name in ("aud", "roles", "azp", "appid", "tid", "exp") if name in claims]

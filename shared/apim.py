@@ -33,8 +33,8 @@ from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy, Head
 from azure.core.pipeline.transport import AioHttpTransport, HttpRequest
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
-from shared import hints, telemetry
-from shared.errors import (
+from . import hints, telemetry
+from .errors import (
     AccessDenied,
     AppError,
     ConfigurationError,
@@ -47,10 +47,10 @@ from shared.errors import (
     UpstreamUnavailable,
     connection_failure,
 )
-from shared.paths import build_url
-from shared.redaction import redact_exact
-from shared.settings import Settings, is_loopback
-from shared.tokens import TokenSource, describe_token
+from .paths import build_url
+from .redaction import redact_exact
+from .settings import Settings, is_loopback
+from .tokens import TokenSource, describe_token
 
 __all__ = ["ApimAuthorizationPolicy", "ApimClient", "ApimResponse", "AttemptDeadlinePolicy", "Timeouts",
            "WriteSafeRetryPolicy", "new_session", "retry_after_seconds"]

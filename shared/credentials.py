@@ -26,7 +26,7 @@ _AZURE_HOST_MARKERS = ("IDENTITY_ENDPOINT", "MSI_ENDPOINT", "WEBSITE_INSTANCE_ID
 # azure-identity waits up to 300 s for each answer from the identity endpoint, and tries
 # up to four times: a hung endpoint would hold every invocation past Functions' 230 s
 # HTTP limit. A healthy endpoint answers in well under a second, so bound each attempt
-# (IMDS's own connect timeout is 2 s too). Read at call time, so tests can shorten them.
+# (IMDS's own connect timeout is 2 s too). The runtime passes its own (tests shorten them).
 IDENTITY_CONNECTION_TIMEOUT = 2.0
 IDENTITY_READ_TIMEOUT = 10.0
 
@@ -37,9 +37,11 @@ def running_on_azure(environ: Mapping[str, str] | None = None) -> bool:
 
 
 def create_credential(client_id: str | None, tenant_id: str | None = None,
-                      environ: Mapping[str, str] | None = None) -> AsyncTokenCredential:
+                      environ: Mapping[str, str] | None = None, *,
+                      connection_timeout: float = IDENTITY_CONNECTION_TIMEOUT,
+                      read_timeout: float = IDENTITY_READ_TIMEOUT) -> AsyncTokenCredential:
     """A user-assigned identity by client ID; else system-assigned in Azure; else the developer's login."""
-    timeouts = {"connection_timeout": IDENTITY_CONNECTION_TIMEOUT, "read_timeout": IDENTITY_READ_TIMEOUT}
+    timeouts = {"connection_timeout": connection_timeout, "read_timeout": read_timeout}
     if client_id:
         return ManagedIdentityCredential(client_id=client_id, **timeouts)
     if running_on_azure(environ):

@@ -11,9 +11,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from shared.redaction import scrub
-from shared.settings import Settings
-from shared.tokens import Renewal
+from .redaction import scrub
+from .settings import Settings
+from .tokens import Renewal
 
 __all__ = ["apim_message", "content_type_hint", "hint_for", "is_subscription_key_refusal"]
 
@@ -102,17 +102,18 @@ def _renewal_note(renewal: Renewal, interval: float) -> str:
 
 def _subscription_key_hint(message: str, settings: Settings) -> str:
     if "missing" in message or not settings.subscription_key:
-        return ("The API requires an APIM subscription key: set APIM_SUBSCRIPTION_KEY (in Azure, a Key Vault "
-                "reference to the subscription's key).")
-    return ("APIM_SUBSCRIPTION_KEY is not a valid key for an active subscription to this API: it may have been "
-            "regenerated, or belong to another product or APIM instance.")
+        return (f"The API requires an APIM subscription key: set {settings.name('APIM_SUBSCRIPTION_KEY')} (in Azure, "
+                "a Key Vault reference to the subscription's key).")
+    return (f"{settings.name('APIM_SUBSCRIPTION_KEY')} is not a valid key for an active subscription to this API: "
+            "it may have been regenerated, or belong to another product or APIM instance.")
 
 
 def _token_hint(identity: str, claims: dict[str, Any], settings: Settings) -> str:
     if not claims:
         return ("APIM rejected the token. Check that the identity exists and is assigned to this app, and that "
-                "API_APP_ID_URI matches the API's app registration.")
+                f"{settings.name('API_APP_ID_URI')} matches the API's app registration.")
     audience = claims.get("aud")
     return (f"APIM rejected the token of identity {identity} (audience {audience!r}, tenant {claims.get('tid')!r}). "
-            f"If the audience is not the API's ({settings.api_app_id_uri!r} or its client ID), fix API_APP_ID_URI; "
+            f"If the audience is not the API's ({settings.api_app_id_uri!r} or its client ID), fix "
+            f"{settings.name('API_APP_ID_URI')}; "
             "otherwise check the tenant and audiences of validate-azure-ad-token in the API policy.")

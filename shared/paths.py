@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from shared.errors import BadRequest
+from .errors import BadRequest
 
 # Query parameters never forwarded: the Functions key, and a key that would override ours.
 FUNCTION_KEY_PARAM = "code"

@@ -1,20 +1,32 @@
-"""Process-wide state, created on first use: settings, credentials, the APIM client.
+"""Process-wide state per API connection, created on first use: settings, credentials, the APIM client.
 
 Nothing here runs at import time, so importing `function_app` never touches the
-network or fails on a bad setting; the first invocation builds it once and
-every later one (on the worker's single event loop) reuses it.
+network or fails on a bad setting; the first invocation for a connection builds
+its runtime once and every later one (on the worker's single event loop) reuses it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from shared.apim import ApimClient
-from shared.credentials import create_credential
-from shared.errors import ConfigurationError
-from shared.redaction import redact_library_logs
-from shared.settings import Settings, load_settings
-from shared.tokens import TokenSource
+from .apim import ApimClient, Timeouts
+from .credentials import IDENTITY_CONNECTION_TIMEOUT, IDENTITY_READ_TIMEOUT, create_credential
+from .errors import ConfigurationError
+from .redaction import redact_library_logs
+from .settings import Settings, check_connection_name, load_settings
+from .tokens import TokenSource
+
+__all__ = ["Runtime", "RuntimeTimeouts", "build_runtime", "get_runtime", "reset_runtime", "settings_or_error",
+           "use_timeouts"]
+
+
+@dataclass(frozen=True)
+class RuntimeTimeouts:
+    """Every time limit of a runtime: the APIM client's, and each attempt at the identity endpoint."""
+
+    apim: Timeouts = field(default_factory=Timeouts)
+    identity_connect: float = IDENTITY_CONNECTION_TIMEOUT
+    identity_read: float = IDENTITY_READ_TIMEOUT
 
 
 @dataclass
@@ -32,41 +44,60 @@ class Runtime:
             await source.credential.close()
 
 
-_runtime: Runtime | None = None
-_settings: Settings | ConfigurationError | None = None
+def build_runtime(settings: Settings, timeouts: RuntimeTimeouts | None = None) -> Runtime:
+    """One connection's credentials (one per identity), token sources and APIM client."""
+    timeouts = timeouts or RuntimeTimeouts()
+    sources = {
+        client_id: TokenSource(
+            create_credential(client_id, settings.tenant_id, connection_timeout=timeouts.identity_connect,
+                              read_timeout=timeouts.identity_read),
+            settings.scope, client_id=client_id)
+        for client_id in settings.client_ids
+    }
+    return Runtime(settings=settings, client=ApimClient(settings, sources, timeouts=timeouts.apim),
+                   token_sources=sources)
 
 
-def settings_or_error() -> Settings | ConfigurationError:
-    """Settings, validated once per process; a bad setting is remembered and reported on every call."""
-    global _settings
-    if _settings is None:
+_runtimes: dict[str | None, Runtime] = {}
+_settings: dict[str | None, Settings | ConfigurationError] = {}
+_timeouts = RuntimeTimeouts()
+
+
+def use_timeouts(timeouts: RuntimeTimeouts) -> None:
+    """The timeouts of the runtimes built from now on (tests shorten them; the defaults suit Azure)."""
+    global _timeouts
+    _timeouts = timeouts
+
+
+def settings_or_error(connection: str | None = None) -> Settings | ConfigurationError:
+    """A connection's settings, validated once per process; a bad setting is remembered and reported every call."""
+    key = check_connection_name(connection)
+    if key not in _settings:
         try:
-            _settings = load_settings()
+            _settings[key] = load_settings(connection=key)
         except ConfigurationError as error:
-            _settings = error
-    return _settings
+            _settings[key] = error
+    return _settings[key]
 
 
-def get_runtime() -> Runtime:
-    """The runtime; raises ConfigurationError naming each bad setting. Call from the event loop."""
-    global _runtime
-    if _runtime is None:
-        settings = settings_or_error()
+def get_runtime(connection: str | None = None) -> Runtime:
+    """A connection's runtime; raises ConfigurationError naming each bad setting. Call from the event loop."""
+    key = check_connection_name(connection)
+    runtime = _runtimes.get(key)
+    if runtime is None:
+        settings = settings_or_error(key)
         if isinstance(settings, ConfigurationError):
             raise settings.with_traceback(None)  # the same object every time: don't let tracebacks pile up
-        sources = {
-            client_id: TokenSource(create_credential(client_id, settings.tenant_id), settings.scope,
-                                   client_id=client_id)
-            for client_id in settings.client_ids
-        }
-        redact_library_logs(secrets=(settings.subscription_key,))  # after the credentials imported their modules
-        _runtime = Runtime(settings=settings, client=ApimClient(settings, sources), token_sources=sources)
-    return _runtime
+        runtime = _runtimes[key] = build_runtime(settings, _timeouts)
+        # After the credentials imported their modules; one filter for every connection's key.
+        redact_library_logs(secrets=[r.settings.subscription_key for r in _runtimes.values()])
+    return runtime
 
 
 async def reset_runtime() -> None:
-    """Close and forget the runtime and remembered settings (tests, demo, benchmarks)."""
-    global _runtime, _settings
-    runtime, _runtime, _settings = _runtime, None, None
-    if runtime is not None:
+    """Close and forget every runtime and remembered settings (tests, demo, benchmarks)."""
+    runtimes = list(_runtimes.values())
+    _runtimes.clear()
+    _settings.clear()
+    for runtime in runtimes:
         await runtime.close()

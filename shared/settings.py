@@ -1,26 +1,184 @@
-"""App settings (the README's table): read and validated once, every problem named.
+"""App settings: one table, read and validated once per API connection, every problem named.
 
-`load_settings()` never raises on import paths; callers decide when a bad
-setting matters (the `health` function reports it, the others fail with it).
+`SETTINGS` is the only list of settings: loading, the error messages, `health`'s
+summary, the README's table (checked by a test) and the devstack's settings writer
+all read it. The default connection's settings have the names in the table; a named
+connection's are the same names behind its name and one underscore:
+`INVENTORY_APIM_BASE_URL`, `INVENTORY_TIMER_SCHEDULE`.
+
+Loading never raises anything but ConfigurationError, whatever the values; callers
+decide when a bad setting matters (`health` reports it, the other functions fail with it).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from shared.errors import ConfigurationError
+from .errors import BadRequest, ConfigurationError
+from .paths import build_url
+
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "READ_METHODS",
+    "SETTINGS",
+    "InvalidValue",
+    "Setting",
+    "Settings",
+    "TimerTarget",
+    "check_connection_name",
+    "is_loopback",
+    "load_settings",
+    "setting_name",
+]
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
-
-
 # Calls that only read: made with MANAGED_IDENTITY_CLIENT_ID; any other method may use the writer.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
+_CANONICAL_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# Letters and digits only: the name and the setting it prefixes stay apart ("INVENTORY" + "_APIM_BASE_URL").
+_CONNECTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,31}")
+
+
+class InvalidValue(ValueError):
+    """A parser's refusal: what is wrong with the value, in our words, never the value itself."""
+
+
+@dataclass(frozen=True)
+class TimerTarget:
+    """What the timer calls: a path under the API and, when TIMER_API_PATH has one, a query."""
+
+    path: str
+    query: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+
+def _base_url(value: str) -> str:
+    example = "e.g. https://contoso.azure-api.net/orders"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise InvalidValue(f"must be an absolute https URL, {example} (Python's URL parser rejects it).") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        found = f"its scheme is {parts.scheme!r}" if parts.scheme not in ("", "https", "http") else (
+            "it has no host" if parts.scheme else "it does not start with https://")
+        raise InvalidValue(f"must be an absolute https URL, {example} ({found}).")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise InvalidValue("must use https: bearer tokens are only sent over TLS (or to loopback).")
+    if "@" in parts.netloc:
+        raise InvalidValue(f"must not contain credentials (user info before '@'), {example}.")
+    if "?" in value or "#" in value:
+        raise InvalidValue(f"must not contain a query or a fragment, {example}.")
+    if "\\" in value or any(unquote(unquote(segment)) in (".", "..") for segment in parts.path.split("/")):
+        # A call to <base>/x must stay under the base: '..' (or %2e%2e) would let it climb out.
+        raise InvalidValue(f"must not contain '.' or '..' segments (encoded or not) or backslashes, {example}.")
+    return value.rstrip("/")
+
+
+def _app_id_uri(value: str) -> str:
+    example = "e.g. api://contoso-orders"
+    uri = value.rstrip("/")
+    if uri.lower().endswith("/.default"):
+        raise InvalidValue(f"must not end with '/.default' (the app adds it), {example}.")
+    if _CANONICAL_GUID.fullmatch(uri):
+        return uri
+    scheme, _, rest = uri.partition("://")
+    if scheme.lower() not in ("api", "https") or not rest.strip("/"):
+        raise InvalidValue(f"must be an Application ID URI (api://<name> or https://<host>/…) or a client ID, "
+                           f"{example}.")
+    return uri
+
+
+def _guid(value: str) -> str:
+    if _CANONICAL_GUID.fullmatch(value):
+        # Lower case: the same identity written in another case is the same identity (one token source).
+        return value.lower()
+    found = "that is a resource ID: use the identity's client ID" if value.startswith("/subscriptions/") else (
+        "the value set is not one in canonical form")
+    raise InvalidValue(f"must be a GUID such as 00000000-0000-0000-0000-000000000000 ({found}).")
+
+
+def _subscription_key(value: str) -> str:
+    if not re.fullmatch(r"[\x21-\x7e]+", value):
+        raise InvalidValue("contains spaces or non-printable characters: paste the key alone.")
+    return value
+
+
+def _timer_target(value: str) -> TimerTarget:
+    path, _, query = value.partition("?")
+    if not path.startswith("/"):
+        raise InvalidValue("must be a path under the API that starts with '/', e.g. /status.")
+    try:
+        # The same checks a caller's path gets: what the timer sends can never leave the API either.
+        build_url("https://settings.invalid/api", path, query)
+    except BadRequest as error:
+        raise InvalidValue(f"must be a path under the API, e.g. /status or /items?top=10: {error.message}") from None
+    return TimerTarget(path=path, query=query)
+
+
+def _text(value: str) -> str:
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One app setting of a connection: its default name, what it fills, how it is read."""
+
+    name: str  # the default connection's name; a named connection's is setting_name(name, connection)
+    field: str | None  # the Settings attribute; None: read by the Functions host, not by the app
+    parse: Callable[[str], Any]  # the value, normalised; raises InvalidValue
+    required: str  # "yes", "no" or "for the timer", as the README's table says
+    example: str
+    meaning: str
+    secret: bool = False
+    unset: str = "not set"  # what health shows when it is not set; {NAME} names another of the connection's
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("APIM_BASE_URL", "apim_base_url", _base_url, "yes", "https://contoso.azure-api.net/orders",
+            "the API's base URL on the APIM gateway"),
+    Setting("API_APP_ID_URI", "api_app_id_uri", _app_id_uri, "yes", "api://contoso-orders",
+            "the Application ID URI of the API's app registration"),
+    Setting("APIM_SUBSCRIPTION_KEY", "subscription_key", _subscription_key, "no", "(a Key Vault reference)",
+            "the APIM subscription key", secret=True),
+    Setting("MANAGED_IDENTITY_CLIENT_ID", "client_id", _guid, "no", "0b7c6e3a-1f2d-4a5b-9c8d-7e6f5a4b3c21",
+            "the client ID of the identity for calls", unset="not set (system-assigned or developer credential)"),
+    Setting("MANAGED_IDENTITY_WRITE_CLIENT_ID", "write_client_id", _guid, "no",
+            "1c8d7f4b-2e3f-4b6c-8d9e-8f7a6b5c4d32", "the client ID of the identity for writes",
+            unset="not set (uses {MANAGED_IDENTITY_CLIENT_ID})"),
+    Setting("AZURE_TENANT_ID", "tenant_id", _guid, "no", "8b0e1f7a-3c2d-4e5f-9a1b-2c3d4e5f6a7b",
+            "the tenant hint for the developer credential"),
+    Setting("TIMER_SCHEDULE", None, _text, "for the timer", "0 */5 * * * *",
+            "the timer's NCRONTAB schedule (read by the Functions host)"),
+    Setting("TIMER_API_PATH", "timer_target", _timer_target, "for the timer", "/status",
+            "the path under the API that the timer GETs"),
+)
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+_SETTING_REFERENCE = re.compile(r"\{([A-Z_]+)\}")
+
+
+def check_connection_name(connection: str | None) -> str | None:
+    """The connection's name as its settings spell it (upper case); None is the default connection."""
+    if connection is None:
+        return None
+    if not isinstance(connection, str) or not _CONNECTION_NAME.fullmatch(connection):
+        raise ValueError(f"A connection name is 1-32 letters and digits, starting with a letter: {connection!r}.")
+    return connection.upper()
+
+
+def setting_name(name: str, connection: str | None = None) -> str:
+    """The app setting `name` (a default name, e.g. APIM_BASE_URL) of `connection`."""
+    prefix = check_connection_name(connection)
+    return name if prefix is None else f"{prefix}_{name}"
 
 
 @dataclass(frozen=True)
@@ -31,11 +189,16 @@ class Settings:
     client_id: str | None = None
     write_client_id: str | None = None
     tenant_id: str | None = None
-    timer_api_path: str | None = None
+    timer_target: TimerTarget | None = None
+    connection: str | None = None  # the connection's name (upper case); None: the default connection
 
     @property
     def scope(self) -> str:
         return f"{self.api_app_id_uri}/.default"
+
+    def name(self, default_name: str) -> str:
+        """The full name of one of this connection's settings, for messages: name("APIM_BASE_URL")."""
+        return setting_name(default_name, self.connection)
 
     def client_id_for(self, method: str) -> str | None:
         """The identity for a call: the writer for anything but a read, when one is set."""
@@ -48,129 +211,64 @@ class Settings:
         """Every identity the calls use (None: the default identity), each once."""
         return {self.client_id_for("GET"), self.client_id_for("POST")}
 
-    @staticmethod
-    def identity_setting_for(method: str) -> str:
+    def identity_setting_for(self, method: str) -> str:
         """The app setting that names the identity for `method`."""
-        return "MANAGED_IDENTITY_CLIENT_ID" if method.upper() in READ_METHODS else "MANAGED_IDENTITY_WRITE_CLIENT_ID"
+        default = "MANAGED_IDENTITY_CLIENT_ID" if method.upper() in READ_METHODS else "MANAGED_IDENTITY_WRITE_CLIENT_ID"
+        return self.name(default)
+
+    def timer(self) -> TimerTarget:
+        """What the timer calls; ConfigurationError naming the setting when it is not set."""
+        if self.timer_target is None:
+            name = self.name("TIMER_API_PATH")
+            raise ConfigurationError([f"{name} is not set: {_BY_NAME['TIMER_API_PATH'].meaning}, e.g. /status."])
+        return self.timer_target
 
     def summary(self) -> dict[str, object]:
         """What `health` shows: no secret values, only whether they are set."""
-        return {
-            "APIM_BASE_URL": self.apim_base_url,
-            "API_APP_ID_URI": self.api_app_id_uri,
-            "APIM_SUBSCRIPTION_KEY": "set" if self.subscription_key else "not set",
-            "MANAGED_IDENTITY_CLIENT_ID": self.client_id or "not set (system-assigned or developer credential)",
-            "MANAGED_IDENTITY_WRITE_CLIENT_ID": self.write_client_id or "not set (uses MANAGED_IDENTITY_CLIENT_ID)",
-            "AZURE_TENANT_ID": self.tenant_id or "not set",
-            "TIMER_API_PATH": self.timer_api_path or "not set",
-        }
+        shown: dict[str, object] = {}
+        for setting in SETTINGS:
+            if setting.field is None:
+                continue
+            value = getattr(self, setting.field)
+            if setting.secret:
+                text = "set" if value else "not set"
+            else:
+                text = str(value) if value else _SETTING_REFERENCE.sub(lambda m: self.name(m[1]), setting.unset)
+            shown[self.name(setting.name)] = text
+        return shown
 
 
 def is_loopback(url: str) -> bool:
     return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Validate the app settings, raising ConfigurationError that lists every problem."""
+def load_settings(environ: Mapping[str, str] | None = None, connection: str | None = None) -> Settings:
+    """Validate one connection's settings, raising ConfigurationError that lists every problem."""
     env = os.environ if environ is None else environ
+    prefix = check_connection_name(connection)
     problems: list[str] = []
-    unresolved: set[str] = set()
-
-    def read(name: str) -> str | None:
-        value = (env.get(name) or "").strip()
-        if not value:
-            return None
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        name = setting_name(setting.name, prefix)
+        raw = env.get(name)
+        value = raw.strip() if isinstance(raw, str) else ""
         if _KEY_VAULT_REFERENCE.match(value):
             problems.append(
                 f"{name} is an unresolved Key Vault reference (the literal '@Microsoft.KeyVault(...)' text): "
                 "the Function App could not read the secret. Grant the identity in keyVaultReferenceIdentity "
-                "the 'Key Vault Secrets User' role and check the secret URI."
-            )
-            unresolved.add(name)
-            return None
-        return value
-
-    def required(name: str, check: Callable[[str | None, list[str]], str | None]) -> str | None:
-        value = read(name)
-        if name in unresolved:
-            return None  # reported as an unresolved reference: "not set" would send the reader elsewhere
-        return check(value, problems)
-
-    base_url = required("APIM_BASE_URL", _check_base_url)
-    app_id_uri = required("API_APP_ID_URI", _check_app_id_uri)
-    key = read("APIM_SUBSCRIPTION_KEY")
-    if key and not re.fullmatch(r"[\x21-\x7e]+", key):
-        problems.append("APIM_SUBSCRIPTION_KEY contains spaces or non-printable characters: paste the key alone.")
-    client_id = _check_guid("MANAGED_IDENTITY_CLIENT_ID", read("MANAGED_IDENTITY_CLIENT_ID"), problems)
-    write_id = _check_guid("MANAGED_IDENTITY_WRITE_CLIENT_ID", read("MANAGED_IDENTITY_WRITE_CLIENT_ID"), problems)
-    tenant_id = _check_guid("AZURE_TENANT_ID", read("AZURE_TENANT_ID"), problems)
-    timer_path = read("TIMER_API_PATH")
-    if timer_path and not timer_path.startswith("/"):
-        problems.append("TIMER_API_PATH must start with '/', e.g. /status.")
-
+                "the 'Key Vault Secrets User' role and check the secret URI.")
+            continue
+        if not value:
+            if setting.required == "yes":
+                problems.append(f"{name} is not set: {setting.meaning}, e.g. {setting.example}.")
+            continue
+        try:
+            parsed = setting.parse(value)
+        except InvalidValue as refusal:
+            problems.append(f"{name} {refusal}")
+            continue
+        if setting.field is not None:
+            values[setting.field] = parsed
     if problems:
         raise ConfigurationError(problems)
-    assert base_url and app_id_uri  # both reported above when missing
-    return Settings(
-        apim_base_url=base_url,
-        api_app_id_uri=app_id_uri,
-        subscription_key=key,
-        client_id=client_id,
-        write_client_id=write_id,
-        tenant_id=tenant_id,
-        timer_api_path=timer_path,
-    )
-
-
-def _check_base_url(value: str | None, problems: list[str]) -> str | None:
-    example = "e.g. https://contoso.azure-api.net/orders"
-    if value is None:
-        problems.append(f"APIM_BASE_URL is not set: the API's base URL on the APIM gateway, {example}.")
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        # Never the value itself: a misplaced secret must not reach health output or logs.
-        found = f"its scheme is {parts.scheme!r}" if parts.scheme not in ("", "https", "http") else (
-            "it has no host" if parts.scheme else "it does not start with https://")
-        problems.append(f"APIM_BASE_URL must be an absolute https URL, {example} ({found}).")
-        return None
-    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
-        problems.append("APIM_BASE_URL must use https: bearer tokens are only sent over TLS (or to loopback).")
-        return None
-    if parts.username or parts.password or parts.query or parts.fragment:
-        problems.append(f"APIM_BASE_URL must not contain credentials, a query or a fragment, {example}.")
-        return None
-    return value.rstrip("/")
-
-
-def _check_app_id_uri(value: str | None, problems: list[str]) -> str | None:
-    example = "e.g. api://contoso-orders"
-    if value is None:
-        problems.append(f"API_APP_ID_URI is not set: the Application ID URI of the API's app registration, {example}.")
-        return None
-    if value.endswith("/.default"):
-        problems.append(f"API_APP_ID_URI must not end with '/.default' (the app adds it), {example}.")
-        return None
-    if not (value.startswith(("api://", "https://")) or _is_guid(value)):
-        problems.append(f"API_APP_ID_URI must be an Application ID URI (api://… or https://…) or a client ID, "
-                        f"{example}.")
-        return None
-    return value.rstrip("/")
-
-
-def _check_guid(name: str, value: str | None, problems: list[str]) -> str | None:
-    if value is not None and not _is_guid(value):
-        found = "that is a resource ID: use the identity's client ID" if value.startswith("/subscriptions/") else (
-            "the value set is not one")
-        problems.append(f"{name} must be a GUID such as 00000000-0000-0000-0000-000000000000 ({found}).")
-        return None
-    # Lower case: the same identity written in another case is the same identity (one token source).
-    return value.lower() if value is not None else None
-
-
-def _is_guid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return len(value) == 36
+    return Settings(**values, connection=prefix)

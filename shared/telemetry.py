@@ -11,9 +11,9 @@ Names (documented in the README, used in KQL):
   (ms, requests to the identity endpoint), `apim.call.duration` (ms) and
   `apim.call.failures` (counter).
 
-Telemetry is configured once: by the Functions worker when
-PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true, otherwise by `configure()`
-when APPLICATIONINSIGHTS_CONNECTION_STRING is set.
+Telemetry is configured once per process, and only when nothing else has: by the
+Functions worker (PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY), by the host app's own
+set-up, else by `configure()` when APPLICATIONINSIGHTS_CONNECTION_STRING is set.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import azure.functions as func
     from azure.core.credentials import AccessTokenInfo
 
-    from shared.errors import AppError
+    from .errors import AppError
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +58,25 @@ call_failures = _meter.create_counter(
 
 _configure_lock = threading.Lock()
 _mode: str | None = None
+_problem: str | None = None
 _propagator = TraceContextTextMapPropagator()
+
+# The Functions worker's switch, read as the worker reads it (azure_functions_worker.utils.common.is_true_like).
+_WORKER_SWITCH = "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"
+_TRUE_LIKE = frozenset({"1", "true", "t", "yes", "y"})
+# This package's logger: records of every module in it go to Application Insights when the app exports.
+PACKAGE_LOGGER = __package__ or __name__.rpartition(".")[0]
 
 
 def configure(environ: Mapping[str, str] | None = None) -> str:
-    """Set up export once per process; returns "worker", "app" or "off"."""
+    """Set up export once per process, unless something else has; returns who exports.
+
+    "worker": the Functions worker's switch is on, so the worker configured Azure Monitor.
+    "existing": OpenTelemetry was already set up in this process (the host app's own
+    `configure_azure_monitor()`, say): our spans and metrics use it, we configure nothing.
+    "app": we configured Azure Monitor. "off": no APPLICATIONINSIGHTS_CONNECTION_STRING.
+    "failed": configuring failed; reported once (a log line, and `health`), calls go on without export.
+    """
     global _mode
     with _configure_lock:
         if _mode is None:
@@ -72,11 +86,41 @@ def configure(environ: Mapping[str, str] | None = None) -> str:
         return _mode
 
 
+def problem() -> str | None:
+    """Why telemetry is not exported, when configuring it failed."""
+    return _problem
+
+
+def worker_exports(env: Mapping[str, str]) -> bool:
+    return (env.get(_WORKER_SWITCH) or "").lower().strip() in _TRUE_LIKE
+
+
+def already_configured() -> bool:
+    """True when a real (SDK) tracer provider is set: someone in this process set OpenTelemetry up."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def _configure(env: Mapping[str, str]) -> str:
-    if env.get("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", "").lower() == "true":
-        return "worker"  # the Functions worker already called configure_azure_monitor
+    global _problem
+    if worker_exports(env):
+        return "worker"
+    if already_configured():
+        return "existing"
     if not env.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
         return "off"
+    try:
+        _configure_azure_monitor()
+    except Exception as exc:
+        # Never the exception's text: it may quote the connection string.
+        _problem = (f"Telemetry is not exported: configure_azure_monitor() failed with {type(exc).__name__}. "
+                    "Check APPLICATIONINSIGHTS_CONNECTION_STRING (InstrumentationKey=<GUID>;IngestionEndpoint="
+                    "https://…) and APPLICATIONINSIGHTS_AUTHENTICATION_STRING.")
+        logger.error(_problem)
+        return "failed"
+    return "app"
+
+
+def _configure_azure_monitor() -> None:
     # Imported here: it is the heaviest import of the app and only needed when exporting.
     from azure.monitor.opentelemetry import configure_azure_monitor
 
@@ -85,8 +129,7 @@ def _configure(env: Mapping[str, str]) -> str:
     # An explicit OTEL_METRICS_EXEMPLAR_FILTER app setting wins.
     os.environ.setdefault("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
     # The exporter reads APPLICATIONINSIGHTS_AUTHENTICATION_STRING itself (Entra-authenticated ingestion).
-    configure_azure_monitor(logger_name="shared")
-    return "app"
+    configure_azure_monitor(logger_name=PACKAGE_LOGGER)
 
 
 # --- ingestion refusing the app's telemetry ------------------------------------------------
@@ -194,7 +237,10 @@ def _token_attributes(client_id: str, scope: str, source: str) -> dict[str, str]
 
 
 def _expiry_text(expires_on: int) -> str:
-    return datetime.fromtimestamp(expires_on, UTC).isoformat()
+    try:
+        return datetime.fromtimestamp(expires_on, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):  # an expiry out of datetime's range must not fail the call
+        return str(expires_on)
 
 
 def record_token(client_id: str, scope: str, *, source: str, token: AccessTokenInfo) -> None:

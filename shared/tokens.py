@@ -32,8 +32,8 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import CredentialUnavailableError
 from azure.identity.aio import ManagedIdentityCredential
 
-from shared import telemetry
-from shared.errors import AppError, ConnectionFailure, TokenError, connection_failure
+from . import telemetry
+from .errors import AppError, ConnectionFailure, TokenError, connection_failure
 
 __all__ = ["MIN_REMAINING_SECONDS", "REFRESH_MARGIN_SECONDS", "REFRESH_RETRY_SECONDS", "RENEW_INTERVAL_SECONDS",
            "Renewal", "TokenSource", "describe_token", "token_error", "token_report"]

@@ -20,10 +20,10 @@ import pytest
 from devstack.appsettings import OFFLINE_EXPORTER_SETTINGS
 from devstack.invocation import timer_request
 from shared import runtime, telemetry
-from shared.errors import TokenError
-from tests.app.conftest import FUNCTIONS, http_request, invocation_context
+from shared.errors import TokenError, UpstreamError
+from tests.plugin import FUNCTIONS, http_request, invocation_context
 
-proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["health"], FUNCTIONS["scheduled_api_call"]
+proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["apim_health"], FUNCTIONS["apim_timer"]
 ORDER = json.dumps({"item": "widget", "quantity": 2}).encode()
 JSON = {"Content-Type": "application/json"}
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -103,7 +103,7 @@ async def test_wrong_audience_fails_at_the_identity_endpoint_with_a_hint(use_sta
 
 async def test_health_probe_shows_claims_not_the_token(use_stack, endpoints):
     await use_stack("reader")
-    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("health"))
+    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("apim_health"))
     assert response.status_code == 200
     report = body(response)
     claims = report["token"]
@@ -122,16 +122,31 @@ async def test_health_probe_shows_claims_not_the_token(use_stack, endpoints):
 async def test_timer_calls_the_api_and_logs_a_summary(use_stack, control, caplog):
     await use_stack("reader")
     with caplog.at_level(logging.INFO, logger="shared"):
-        await timer(timer_request(past_due=True), invocation_context("scheduled_api_call"))
+        await timer(timer_request(past_due=True), invocation_context("apim_timer"))
     assert any("past due" in r.message for r in caplog.records)
     assert any("Scheduled call GET /status answered 200" in r.getMessage() for r in caplog.records)
     assert control.stats()["backend"]["by_method"]["GET"] == 1
 
 
+async def test_timer_sends_the_paths_query_as_a_query(use_stack, control):
+    await use_stack("reader", TIMER_API_PATH="/orders?status=open&top=2")
+    await timer(timer_request(), invocation_context("apim_timer"))
+    [received] = control.backend_requests()
+    assert (received["path"], received["query"]) == ("/orders", {"status": "open", "top": "2"})
+
+
+async def test_timer_fails_on_the_apis_own_4xx(use_stack, control):
+    await use_stack("reader", TIMER_API_PATH="/orders/no-such-order")
+    with pytest.raises(UpstreamError, match="answered 404, not a success") as caught:
+        await timer(timer_request(), invocation_context("apim_timer"))
+    assert "TIMER_API_PATH" in caught.value.hint
+    assert control.stats()["backend"]["by_method"]["GET"] == 1  # not retried: the answer was final
+
+
 async def test_timer_failure_fails_the_invocation_with_the_hint(use_stack, backoff):
     await use_stack("unassigned")
     with pytest.raises(TokenError, match="has an app role on it"):
-        await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
+        await timer(timer_request(past_due=False), invocation_context("apim_timer"))
 
 
 async def test_many_concurrent_invocations_share_one_token(use_stack, control):
@@ -171,7 +186,7 @@ async def test_no_secret_reaches_logs_responses_or_telemetry(use_stack, control,
         await proxy(http_request("POST", "orders", body=ORDER, headers=JSON), invocation_context()),
         await proxy(http_request("POST", "orders", body=b"nope", headers={"Content-Type": "text/plain"}),
                     invocation_context()),
-        await health(http_request("GET", "health", query="probe=token"), invocation_context("health")),
+        await health(http_request("GET", "health", query="probe=token"), invocation_context("apim_health")),
     ]
     tokens = {(await source.get()).token for source in runtime.get_runtime().token_sources.values()}
     await use_stack("unassigned")  # refused a token: the error path

@@ -13,9 +13,9 @@ import pytest
 
 import function_app
 from devstack.invocation import http_request, timer_request
-from shared import runtime
+from shared import blueprint, runtime
 from shared.errors import ConfigurationError
-from tests.app.conftest import INDEXED as FUNCTIONS
+from tests.plugin import INDEXED as FUNCTIONS
 
 
 def bindings(name: str) -> list[dict]:
@@ -23,7 +23,37 @@ def bindings(name: str) -> list[dict]:
 
 
 def test_the_three_functions_are_indexed():
-    assert set(FUNCTIONS) == {"apim_proxy", "health", "scheduled_api_call"}
+    assert set(FUNCTIONS) == {"apim_proxy", "apim_health", "apim_timer"}
+
+
+def test_each_route_sets_its_own_auth_level_whatever_the_app_default():
+    # Registered in an app whose default is ANONYMOUS, the blueprint's routes still need a function key.
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+    app.register_functions(blueprint())
+    app.register_functions(blueprint("inventory"))
+    levels = {f.get_function_name(): json.loads(f.get_function_json())["bindings"][0].get("authLevel")
+              for f in app.get_functions()}
+    assert levels == {"apim_proxy": "FUNCTION", "apim_health": "FUNCTION", "apim_timer": None,
+                      "apim_inventory_proxy": "FUNCTION", "apim_inventory_health": "FUNCTION",
+                      "apim_inventory_timer": None}
+
+
+def test_a_named_connection_has_its_own_names_routes_and_schedule():
+    app = func.FunctionApp()
+    app.register_functions(blueprint("Inventory"))
+    found = {f.get_function_name(): json.loads(f.get_function_json())["bindings"][0] for f in app.get_functions()}
+    assert found["apim_inventory_proxy"]["route"] == "apim-inventory/{*path}"
+    assert found["apim_inventory_health"]["route"] == "apim-inventory-health"
+    assert found["apim_inventory_timer"]["schedule"] == "%INVENTORY_TIMER_SCHEDULE%"
+
+
+def test_a_blueprint_without_timer_and_bad_connection_names():
+    app = func.FunctionApp()
+    app.register_functions(blueprint("billing", timer=False))
+    assert {f.get_function_name() for f in app.get_functions()} == {"apim_billing_proxy", "apim_billing_health"}
+    for bad in ("", "in_ventory", "9lives", "in-ventory", "x" * 33):
+        with pytest.raises(ValueError, match="connection name"):
+            blueprint(bad)
 
 
 def test_proxy_route_methods_and_auth_level():
@@ -35,16 +65,16 @@ def test_proxy_route_methods_and_auth_level():
 
 
 def test_health_route():
-    trigger = bindings("health")[0]
-    assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == ("health", ["GET"], "FUNCTION")
+    trigger = bindings("apim_health")[0]
+    assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == ("apim-health", ["GET"], "FUNCTION")
 
 
 def test_timer_uses_the_schedule_setting_and_a_retry_policy():
-    trigger = bindings("scheduled_api_call")[0]
+    trigger = bindings("apim_timer")[0]
     assert trigger["type"] == "timerTrigger"
     assert trigger["schedule"] == "%TIMER_SCHEDULE%"
     assert trigger.get("runOnStartup") is False
-    retry = FUNCTIONS["scheduled_api_call"].get_settings_dict("retry_policy")
+    retry = FUNCTIONS["apim_timer"].get_settings_dict("retry_policy")
     assert retry and retry["strategy"] == "exponential_backoff" and retry["max_retry_count"] == "3"
 
 
@@ -89,7 +119,7 @@ def http(method: str, url: str, route_params: dict | None = None, body: bytes = 
 
 
 async def test_bad_settings_are_reported_by_health_and_by_calls(no_settings):
-    response = await FUNCTIONS["health"].get_user_function()(http("GET", "http://localhost/api/health"), None)
+    response = await FUNCTIONS["apim_health"].get_user_function()(http("GET", "http://localhost/api/apim-health"), None)
     assert response.status_code == 503
     report = json.loads(response.get_body())
     assert report["status"] == "misconfigured"
@@ -102,6 +132,6 @@ async def test_bad_settings_are_reported_by_health_and_by_calls(no_settings):
 
 
 async def test_timer_fails_the_invocation_with_the_setting_named(no_settings):
-    timer = FUNCTIONS["scheduled_api_call"].get_user_function()
+    timer = FUNCTIONS["apim_timer"].get_user_function()
     with pytest.raises(ConfigurationError, match="APIM_BASE_URL is not set"):
         await timer(timer_request(past_due=False), None)

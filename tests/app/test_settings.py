@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.errors import ConfigurationError
-from shared.settings import load_settings
+from shared.settings import SETTINGS, Settings, load_settings, setting_name
 
 GOOD = {
     "APIM_BASE_URL": "https://contoso.azure-api.net/orders/",
@@ -69,8 +74,29 @@ def test_only_required_settings_are_required():
     ("MANAGED_IDENTITY_CLIENT_ID", "not-a-guid", "MANAGED_IDENTITY_CLIENT_ID must be a GUID"),
     ("MANAGED_IDENTITY_WRITE_CLIENT_ID", "1234", "MANAGED_IDENTITY_WRITE_CLIENT_ID must be a GUID"),
     ("AZURE_TENANT_ID", "contoso.onmicrosoft.com", "AZURE_TENANT_ID must be a GUID"),
-    ("TIMER_API_PATH", "status", "TIMER_API_PATH must start with '/'"),
+    ("TIMER_API_PATH", "status", "TIMER_API_PATH must be a path under the API that starts with '/'"),
     ("APIM_SUBSCRIPTION_KEY", "abc def", "APIM_SUBSCRIPTION_KEY contains spaces"),
+    # What Python's URL parser rejects, and what would let a call leave the API's prefix.
+    ("APIM_BASE_URL", "https://[::1/orders", "Python's URL parser rejects it"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net:99999/orders", "Python's URL parser rejects it"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net:port/orders", "Python's URL parser rejects it"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net/orders?", "must not contain a query or a fragment"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net/orders#", "must not contain a query or a fragment"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net/orders/..", "'.' or '..' segments"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net/orders/%2e%2e/admin", "'.' or '..' segments"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net/orders/%252e%252e", "'.' or '..' segments"),
+    ("APIM_BASE_URL", "https://@contoso.azure-api.net/orders", "must not contain credentials"),
+    ("APIM_BASE_URL", "https://user:pw@contoso.azure-api.net/orders", "must not contain credentials"),
+    ("API_APP_ID_URI", "api://contoso-orders/.default/", "must not end with '/.default'"),
+    ("API_APP_ID_URI", "api://", "Application ID URI"),
+    ("API_APP_ID_URI", "https:///", "Application ID URI"),
+    ("MANAGED_IDENTITY_CLIENT_ID", "urn:uuid:0b7c6e3a-1f2d-4a5b-9c8d-7e6f5a4b3c21", "must be a GUID"),
+    ("MANAGED_IDENTITY_CLIENT_ID", "0b7c6e3a1f2d-4a5b-9c8d-7e6f-5a4b3c21", "must be a GUID"),
+    ("MANAGED_IDENTITY_CLIENT_ID", "{0b7c6e3a-1f2d-4a5b-9c8d-7e6f5a4b3c21}", "must be a GUID"),
+    ("AZURE_TENANT_ID", "8b0e1f7a3c2d4e5f9a1b2c3d4e5f6a7b", "AZURE_TENANT_ID must be a GUID"),
+    ("TIMER_API_PATH", "/", "TIMER_API_PATH must be a path under the API"),
+    ("TIMER_API_PATH", "/../status", "TIMER_API_PATH must be a path under the API"),
+    ("TIMER_API_PATH", "//evil.example/status", "TIMER_API_PATH must be a path under the API"),
 ])
 def test_each_bad_setting_is_named(name, value, expected):
     found = problems(**{name: value})
@@ -105,3 +131,79 @@ def test_summary_shows_no_secret():
     summary = load_settings(GOOD).summary()
     assert GOOD["APIM_SUBSCRIPTION_KEY"] not in str(summary)
     assert summary["APIM_SUBSCRIPTION_KEY"] == "set"
+
+
+def test_the_timer_path_query_is_kept_apart_from_the_path():
+    settings = load_settings({**GOOD, "TIMER_API_PATH": "/orders?top=2&status=open"})
+    assert (settings.timer().path, settings.timer().query) == ("/orders", "top=2&status=open")
+
+
+def test_a_missing_timer_path_is_named_when_the_timer_asks():
+    named = {f"INVENTORY_{name}": value for name, value in GOOD.items() if name != "TIMER_API_PATH"}
+    settings = load_settings(named, connection="inventory")
+    with pytest.raises(ConfigurationError, match="INVENTORY_TIMER_API_PATH is not set"):
+        settings.timer()
+
+
+NAMED = {f"INVENTORY_{name}": value for name, value in GOOD.items()}
+
+
+def test_a_named_connection_reads_its_own_settings_only():
+    settings = load_settings({**NAMED, "INVENTORY_APIM_BASE_URL": "https://contoso.azure-api.net/inventory",
+                              "APIM_BASE_URL": "https://other.example/x"}, connection="inventory")
+    assert settings.apim_base_url == "https://contoso.azure-api.net/inventory"
+    assert settings.connection == "INVENTORY"
+    assert settings.identity_setting_for("POST") == "INVENTORY_MANAGED_IDENTITY_WRITE_CLIENT_ID"
+    assert set(settings.summary()) == {f"INVENTORY_{s.name}" for s in SETTINGS if s.field}
+
+
+def test_a_named_connections_problems_name_its_full_setting_names():
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({**GOOD, "INVENTORY_MANAGED_IDENTITY_CLIENT_ID": "x"}, connection="inventory")
+    found = " ".join(caught.value.problems)
+    assert "INVENTORY_APIM_BASE_URL is not set" in found
+    assert "INVENTORY_API_APP_ID_URI is not set" in found
+    assert "INVENTORY_MANAGED_IDENTITY_CLIENT_ID must be a GUID" in found
+    assert len(caught.value.problems) == 3
+
+
+def test_the_default_connection_keeps_the_documented_names():
+    assert [s.name for s in SETTINGS] == ["APIM_BASE_URL", "API_APP_ID_URI", "APIM_SUBSCRIPTION_KEY",
+                                          "MANAGED_IDENTITY_CLIENT_ID", "MANAGED_IDENTITY_WRITE_CLIENT_ID",
+                                          "AZURE_TENANT_ID", "TIMER_SCHEDULE", "TIMER_API_PATH"]
+    assert setting_name("APIM_BASE_URL") == "APIM_BASE_URL"
+    assert setting_name("APIM_BASE_URL", "inventory") == "INVENTORY_APIM_BASE_URL"
+
+
+def test_the_readme_settings_table_is_the_settings_table():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## App settings", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", section, re.MULTILINE)
+    documented = {name: required.strip() for name, required in rows}
+    for setting in SETTINGS:
+        assert documented.get(setting.name) == setting.required, setting.name
+
+
+# Values drawn from the characters settings are made of, plus the ones that break parsers.
+_VALUES = st.one_of(
+    st.text(alphabet=st.sampled_from("abcAZ09-_.:/?#@[]%\\{}~ \t\n\x00\ufeff\ud800é"), max_size=40),
+    st.sampled_from(["https://", "https://[", "http://[::1", "https://h:0", "https://h:65536/x", "api://",
+                     "/%2e%2e", "urn:uuid:", "@Microsoft.KeyVault(x)"]).flatmap(
+        lambda head: st.text(max_size=12).map(lambda tail: head + tail)),
+)
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=300)
+@given(name=st.sampled_from([s.name for s in SETTINGS]), value=_VALUES,
+       connection=st.sampled_from([None, "inventory"]))
+def test_any_value_gives_settings_or_a_configuration_error_naming_it(name, value, connection):
+    full = setting_name(name, connection)
+    env = {setting_name(k, connection): v for k, v in GOOD.items()}
+    env[full] = value
+    try:
+        loaded = load_settings(env, connection=connection)
+    except ConfigurationError as error:
+        assert error.problems and all(p.startswith(full + " ") for p in error.problems), error.problems
+    else:
+        assert isinstance(loaded, Settings)
+        loaded.summary()

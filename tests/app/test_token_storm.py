@@ -20,7 +20,7 @@ import textwrap
 from pathlib import Path
 
 import function_app
-from tests.app.conftest import FUNCTIONS, http_request, invocation_context
+from tests.plugin import FUNCTIONS, http_request, invocation_context
 
 proxy = FUNCTIONS["apim_proxy"]
 ORDER = json.dumps({"item": "storm", "quantity": 1}).encode()

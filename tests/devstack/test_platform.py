@@ -25,8 +25,8 @@ from azure.identity.aio import ManagedIdentityCredential as AsyncManagedIdentity
 
 from devstack import DevStack
 from devstack.config import load_config
-from tests.conftest import Control
 from tests.devstack.test_identity import SCOPE, use_source
+from tests.plugin import Control
 
 RESOURCE = SCOPE.removesuffix("/.default")
 

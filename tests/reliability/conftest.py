@@ -1,7 +1,7 @@
-"""Fixtures and helpers for the reliability suite (issue 6).
+"""Fixtures and helpers for the reliability suite.
 
 The real functions run against the devstack, invoked as the host would
-(`tests.app.conftest`). Retry waits are recorded instead of slept, and timeouts
+(`tests.plugin`). Retry waits are recorded instead of slept, and timeouts
 are shortened, so every fault is exercised in well under a second; assertions
 are on counts and behaviour only, never on durations.
 """
@@ -9,7 +9,6 @@ are on counts and behaviour only, never on durations.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -20,26 +19,19 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, settings
 
-from shared import credentials, runtime
-from shared.apim import ApimClient, Timeouts
-from tests.app.conftest import backoff, telemetry_to_devstack, use_stack  # noqa: F401 - fixtures, used by name
-
 # Deterministic property tests: the same examples on every run, nothing stored between runs.
 PROPERTIES = settings(derandomize=True, database=None, deadline=None, print_blob=True,
                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-# Per attempt, for the tests that make APIM or the identity endpoint slow (a fault's delay_ms exceeds these).
-SHORT_READ_TIMEOUT = 0.4
+# A fault's delay, longer than tests.plugin's SHORT_READ_TIMEOUT per attempt.
 SLOW_MS = 1000
 
 
-@pytest.fixture
-def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> Timeouts:
-    """Per-attempt read timeouts of SHORT_READ_TIMEOUT for APIM and the identity endpoint."""
-    timeouts = Timeouts(connect=2.0, read=SHORT_READ_TIMEOUT, total=30.0)
-    monkeypatch.setattr(runtime, "ApimClient", functools.partial(ApimClient, timeouts=timeouts))
-    monkeypatch.setattr(credentials, "IDENTITY_READ_TIMEOUT", SHORT_READ_TIMEOUT)
-    return timeouts
+@pytest.fixture(autouse=True)
+def _exporting(telemetry_to_devstack: None) -> None:
+    """The session's exporter (set up once, in tests/plugin.py) for every test here."""
+
+
 
 
 def closed_port() -> int:

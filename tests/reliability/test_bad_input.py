@@ -24,7 +24,7 @@ from shared import handlers
 from shared.apim import ApimClient, ApimResponse
 from shared.errors import BadRequest
 from shared.paths import build_url, forwarded_query
-from tests.app.conftest import FUNCTIONS, INDEXED, invocation_context
+from tests.plugin import FUNCTIONS, INDEXED, invocation_context
 from tests.reliability.conftest import PROPERTIES, Listener, error_of
 
 proxy = FUNCTIONS["apim_proxy"]
@@ -148,21 +148,27 @@ async def stubbed_client(use_stack, monkeypatch) -> tuple[str, list[dict[str, An
     return configured["APIM_BASE_URL"], sent
 
 
-def expected_refusal(body: bytes, content_type: str | None) -> int | None:
+def expected_refusal(body: bytes, content_type: str | None, method: str = "GET") -> int | None:
     """What the body and its content type alone must get: 413, 400, or None (the path decides)."""
+    if not body and content_type and method in ("POST", "PUT", "PATCH") and is_json_type(content_type):
+        return 400  # an empty body that says it is JSON
     if not body or not content_type:
         return 413 if len(body) > MAX else None
     if len(body) > MAX:
         return 413
     if not content_type.isascii() or "\r" in content_type or "\n" in content_type:
         return 400  # header injection, or not a media type at all
-    media_type = content_type.split(";")[0].strip().lower()
-    if media_type == "application/json" or media_type.endswith("+json"):
+    if is_json_type(content_type):
         try:
-            json.loads(body, parse_int=str, parse_constant=float_constants_are_not_json)
-        except (ValueError, RecursionError):
+            json.loads(body.decode("utf-8"), parse_int=str, parse_constant=float_constants_are_not_json)
+        except (ValueError, RecursionError):  # UnicodeDecodeError included: JSON is UTF-8
             return 400
     return None
+
+
+def is_json_type(content_type: str) -> bool:
+    media_type = content_type.split(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 def float_constants_are_not_json(name: str) -> None:
@@ -177,7 +183,7 @@ async def test_the_proxy_answers_bad_input_with_a_clear_4xx(stubbed_client, meth
     base, sent = stubbed_client
     sent.clear()
     response = await proxy(request(method, path, query, body, content_type), None)
-    refusal = expected_refusal(body, content_type)
+    refusal = expected_refusal(body, content_type, method)
     event(f"status {response.status_code}")
     if response.status_code == 200:
         assert refusal is None
@@ -197,6 +203,10 @@ async def test_the_proxy_answers_bad_input_with_a_clear_4xx(stubbed_client, meth
     (b'{"n": NaN}', "application/json", 400),  # Python reads it; JSON (RFC 8259) has no NaN
     (b'{"op": "replace",', "application/merge-patch+json", 400),  # a +json type is JSON too
     (b'{"op": "replace"}', "application/merge-patch+json", 200),
+    ('{"item": "widget"}'.encode("utf-16"), "application/json", 400),  # RFC 8259: JSON is UTF-8 only
+    ('{"item": "widget"}'.encode("utf-32-le"), "application/json", 400),
+    ('{"item": "widget"}'.encode("utf-8-sig"), "application/json", 400),
+    ('{"item": "widgét"}'.encode(), "application/json", 200),
 ])
 async def test_json_bodies_are_checked_as_json_not_as_python(stubbed_client, body, content_type, status):
     _, sent = stubbed_client
@@ -208,7 +218,7 @@ async def test_json_bodies_are_checked_as_json_not_as_python(stubbed_client, bod
 def test_only_the_five_methods_reach_the_proxy_and_only_get_reaches_health():
     trigger = json.loads(INDEXED["apim_proxy"].get_function_json())["bindings"][0]
     assert sorted(trigger["methods"]) == sorted(ALLOWED_METHODS)
-    health = json.loads(INDEXED["health"].get_function_json())["bindings"][0]
+    health = json.loads(INDEXED["apim_health"].get_function_json())["bindings"][0]
     assert health["methods"] == ["GET"]
 
 
@@ -276,3 +286,18 @@ async def test_a_redirect_from_upstream_is_not_followed(use_stack, listener):
         assert listener.seen == []
     finally:
         await apim.stop()
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+async def test_an_empty_json_body_is_a_400_that_says_it_is_empty(stubbed_client, method):
+    _, sent = stubbed_client
+    response = await proxy(request(method, "orders", body=b"", content_type="application/json"), None)
+    error = error_of(response, 400, "bad_request")
+    assert "empty" in error["message"]
+    assert not sent
+
+
+async def test_a_get_with_a_json_content_type_and_no_body_is_forwarded(stubbed_client):
+    _, sent = stubbed_client
+    response = await proxy(request("GET", "orders", body=b"", content_type="application/json"), None)
+    assert response.status_code == 200 and len(sent) == 1

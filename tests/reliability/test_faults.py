@@ -21,11 +21,10 @@ from devstack.config import load_config
 from devstack.invocation import timer_request
 from shared import runtime, telemetry
 from shared.errors import AccessDenied, ConfigurationError, TokenError, UpstreamError, UpstreamUnavailable
-from tests.app.conftest import FUNCTIONS, SETTING_NAMES, http_request, invocation_context
-from tests.conftest import Control
+from tests.plugin import FUNCTIONS, SETTING_NAMES, Control, http_request, invocation_context
 from tests.reliability.conftest import SLOW_MS, closed_port, error_of, eventually
 
-proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["health"], FUNCTIONS["scheduled_api_call"]
+proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["apim_health"], FUNCTIONS["apim_timer"]
 ORDER = json.dumps({"item": "widget", "quantity": 2}).encode()
 JSON = {"Content-Type": "application/json"}
 
@@ -39,7 +38,7 @@ async def post(path: str = "orders", body: bytes = ORDER):
 
 
 async def run_timer() -> None:
-    await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
+    await timer(timer_request(past_due=False), invocation_context("apim_timer"))
 
 
 def counts(control: Control) -> dict[str, Any]:
@@ -109,7 +108,7 @@ async def test_identity_endpoint_down_is_a_token_error_not_an_apim_error(use_sta
     assert counts(control)["apim"] == 0
     with pytest.raises(TokenError, match="Could not connect to the managed-identity endpoint"):
         await run_timer()
-    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("health"))
+    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("apim_health"))
     error_of(response, 502, "token_error")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from shared import runtime
-from tests.app.conftest import FUNCTIONS, http_request, invocation_context
+from tests.plugin import FUNCTIONS, http_request, invocation_context
 
 proxy = FUNCTIONS["apim_proxy"]
 ORDER = json.dumps({"item": "widget", "quantity": 1}).encode()

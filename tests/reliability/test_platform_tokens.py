@@ -12,15 +12,15 @@ import asyncio
 import json
 
 from shared import runtime
-from tests.app.conftest import FUNCTIONS, http_request, invocation_context
+from tests.plugin import FUNCTIONS, http_request, invocation_context
 from tests.reliability.conftest import error_of, eventually
 from tests.reliability.test_faults import counts, get, post
 
-health = FUNCTIONS["health"]
+health = FUNCTIONS["apim_health"]
 
 
 async def probe() -> dict:
-    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("health"))
+    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("apim_health"))
     assert response.status_code == 200, response.get_body()
     return json.loads(response.get_body())["token"]
 

@@ -29,10 +29,10 @@ from shared import runtime, telemetry
 from shared.apim import ApimAuthorizationPolicy
 from shared.errors import ConfigurationError, TokenError, UpstreamError
 from shared.tokens import TokenSource
-from tests.app.conftest import FUNCTIONS, http_request, invocation_context
+from tests.plugin import FUNCTIONS, http_request, invocation_context
 from tests.reliability.conftest import Listener, closed_port
 
-proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["health"], FUNCTIONS["scheduled_api_call"]
+proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["apim_health"], FUNCTIONS["apim_timer"]
 ORDER = json.dumps({"item": "widget", "quantity": 2}).encode()
 JSON = {"Content-Type": "application/json"}
 LOGGERS = ("", "azure", "azure.identity", "azure.core", "azure.monitor", "aiohttp", "aiohttp.client",
@@ -122,7 +122,7 @@ async def test_no_secret_anywhere_in_a_full_debug_run(use_stack, control, backof
 
     async def run_timer() -> None:
         try:
-            await timer(timer_request(past_due=True), invocation_context("scheduled_api_call"))
+            await timer(timer_request(past_due=True), invocation_context("apim_timer"))
         except Exception as exc:
             captured.append(exception_text(exc))
 
@@ -131,7 +131,7 @@ async def test_no_secret_anywhere_in_a_full_debug_run(use_stack, control, backof
     await call("GET", "orders/1001", query="code=function-key&top=1")
     await call("POST", "orders", body=ORDER, headers=JSON)
     await call("POST", "orders", body=b"not json", headers={"Content-Type": "text/plain"})
-    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("health"))
+    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("apim_health"))
     captured.append(response.get_body().decode())
     await run_timer()
     for fault in ({"service": "apim", "status": 401, "times": 1}, {"service": "apim", "status": 401, "times": 2},
@@ -195,7 +195,7 @@ async def test_an_upstream_message_that_echoes_secrets_is_scrubbed(use_stack, co
                                    APIM_SUBSCRIPTION_KEY=key, TIMER_API_PATH="/status")
         response = await proxy(http_request("GET", "status"), invocation_context())
         with pytest.raises(UpstreamError) as raised:
-            await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
+            await timer(timer_request(past_due=False), invocation_context("apim_timer"))
     finally:
         await upstream.stop()
     telemetry.flush()
@@ -239,7 +239,7 @@ async def test_an_identity_endpoint_that_echoes_secrets_leaks_nothing(use_stack,
                                    TIMER_API_PATH="/status")
         response = await proxy(http_request("GET", "status"), invocation_context())
         with pytest.raises(TokenError) as raised:
-            await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
+            await timer(timer_request(past_due=False), invocation_context("apim_timer"))
     finally:
         await endpoint.stop()
 
@@ -316,7 +316,7 @@ async def test_tokens_go_over_https_or_to_loopback(url):
 
 async def test_an_http_base_url_to_another_host_is_refused_before_any_token(use_stack, control):
     await use_stack("reader", APIM_BASE_URL="http://apim.contoso.example/orders")
-    response = await health(http_request("GET", "health"), invocation_context("health"))
+    response = await health(http_request("GET", "health"), invocation_context("apim_health"))
     assert response.status_code == 503
     assert any("APIM_BASE_URL must use https" in p for p in json.loads(response.get_body())["error"]["problems"])
     response = await proxy(http_request("GET", "status"), invocation_context())

@@ -14,10 +14,10 @@ import pytest
 
 from devstack.invocation import timer_request
 from shared.errors import ConfigurationError
-from tests.app.conftest import FUNCTIONS, http_request, invocation_context
+from tests.plugin import FUNCTIONS, http_request, invocation_context
 from tests.reliability.conftest import error_of
 
-proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["health"], FUNCTIONS["scheduled_api_call"]
+proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["apim_health"], FUNCTIONS["apim_timer"]
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault(SecretUri=https://kv-contoso.vault.azure.net/secrets/apim-key/)"
 
 # (setting, value (None: unset), words the problem must contain)
@@ -46,7 +46,7 @@ BAD_SETTINGS = [
 async def test_a_bad_setting_is_named_by_health_calls_and_the_timer(use_stack, control, name, value, words):
     await use_stack("reader", **{name: value})
 
-    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("health"))
+    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("apim_health"))
     assert response.status_code == 503
     report = json.loads(response.get_body())
     assert report["status"] == "misconfigured"
@@ -57,7 +57,7 @@ async def test_a_bad_setting_is_named_by_health_calls_and_the_timer(use_stack, c
     assert words in error["message"]
 
     with pytest.raises(ConfigurationError, match=words.replace("(", r"\(").replace(".", r"\.")):
-        await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
+        await timer(timer_request(past_due=False), invocation_context("apim_timer"))
 
     stats = control.stats()
     assert stats.get("identity", {}).get("token_requests", 0) == 0 and stats.get("apim", {}).get("requests", 0) == 0
@@ -67,7 +67,7 @@ async def test_a_bad_setting_is_named_by_health_calls_and_the_timer(use_stack, c
 
 async def test_every_problem_is_reported_at_once(use_stack):
     await use_stack("reader", APIM_BASE_URL=None, API_APP_ID_URI=KEY_VAULT_REFERENCE, AZURE_TENANT_ID="x")
-    response = await health(http_request("GET", "health"), invocation_context("health"))
+    response = await health(http_request("GET", "health"), invocation_context("apim_health"))
     problems = json.loads(response.get_body())["error"]["problems"]
     assert [p.split(" ")[0] for p in problems] == ["APIM_BASE_URL", "API_APP_ID_URI", "AZURE_TENANT_ID"]
     assert "unresolved Key Vault reference" in problems[1] and "Key Vault Secrets User" in problems[1]
@@ -75,12 +75,12 @@ async def test_every_problem_is_reported_at_once(use_stack):
 
 async def test_a_missing_timer_path_fails_only_the_timer(use_stack):
     await use_stack("reader", TIMER_API_PATH=None)
-    response = await health(http_request("GET", "health"), invocation_context("health"))
+    response = await health(http_request("GET", "health"), invocation_context("apim_health"))
     assert response.status_code == 200
     assert json.loads(response.get_body())["settings"]["TIMER_API_PATH"] == "not set"
     assert (await proxy(http_request("GET", "status"), invocation_context())).status_code == 200
     with pytest.raises(ConfigurationError, match="TIMER_API_PATH is not set"):
-        await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
+        await timer(timer_request(past_due=False), invocation_context("apim_timer"))
 
 
 async def test_fixing_a_setting_takes_effect_on_restart(use_stack):
@@ -101,10 +101,10 @@ MISPLACED = [("APIM_BASE_URL", f"{SECRET}.azure-api.net/orders"), ("APIM_BASE_UR
 @pytest.mark.parametrize(("name", "value"), MISPLACED, ids=[f"{n}-{i}" for i, (n, _) in enumerate(MISPLACED)])
 async def test_a_bad_value_is_never_echoed(use_stack, name, value):
     await use_stack("reader", **{name: value})
-    seen = [(await health(http_request("GET", "health"), invocation_context("health"))).get_body().decode(),
+    seen = [(await health(http_request("GET", "health"), invocation_context("apim_health"))).get_body().decode(),
             (await proxy(http_request("GET", "status"), invocation_context())).get_body().decode()]
     with pytest.raises(ConfigurationError) as raised:
-        await timer(timer_request(past_due=False), invocation_context("scheduled_api_call"))
+        await timer(timer_request(past_due=False), invocation_context("apim_timer"))
     seen.append(str(raised.value))
     assert name in seen[0]
     assert not [text for text in seen if SECRET in text]
@@ -114,6 +114,6 @@ async def test_a_resource_id_for_a_client_id_gets_its_own_hint(use_stack):
     resource_id = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
                    "Microsoft.ManagedIdentity/userAssignedIdentities/id-reader")
     await use_stack("reader", MANAGED_IDENTITY_CLIENT_ID=resource_id)
-    response = await health(http_request("GET", "health"), invocation_context("health"))
+    response = await health(http_request("GET", "health"), invocation_context("apim_health"))
     [problem] = json.loads(response.get_body())["error"]["problems"]
     assert "that is a resource ID: use the identity's client ID" in problem

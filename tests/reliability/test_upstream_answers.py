@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from shared import runtime, telemetry
 from shared.apim import ApimClient, Timeouts
-from tests.app.conftest import FUNCTIONS, http_request, invocation_context
+from tests.plugin import FUNCTIONS, http_request, invocation_context
 from tests.reliability.conftest import PROPERTIES
 
 proxy = FUNCTIONS["apim_proxy"]

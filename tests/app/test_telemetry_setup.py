@@ -1,0 +1,96 @@
+"""Who configures telemetry: the worker, the host app, or the app itself, and never twice.
+
+Each case runs in a fresh interpreter: OpenTelemetry's providers can be set once per process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from devstack.appsettings import OFFLINE_EXPORTER_SETTINGS
+from shared import telemetry
+
+ROOT = Path(__file__).resolve().parents[2]
+# Nothing listens there: the exporter's background posts fail, which must not matter.
+CONNECTION_STRING = "InstrumentationKey=00000000-0000-4000-8000-000000000001;IngestionEndpoint=http://127.0.0.1:9/"
+
+
+def run(*parts: str, **env: str) -> dict:
+    """Run the code `parts` (the last prints one JSON line) in a fresh interpreter with only `env` set."""
+    code = "\n".join(textwrap.dedent(part) for part in parts)
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **OFFLINE_EXPORTER_SETTINGS,
+                   "APPLICATIONINSIGHTS_CONNECTION_STRING": CONNECTION_STRING, "OTEL_TRACES_SAMPLER": "always_on",
+                   **env}
+    result = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True,
+                            text=True, env=environment, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report["stderr"] = result.stderr
+    return report
+
+
+CALL = """
+    import asyncio, json, logging
+    from opentelemetry import trace
+    from shared import telemetry
+    mode = telemetry.configure()
+    with telemetry.tracer.start_as_current_span("probe") as span:
+        recording = span.is_recording()
+    print(json.dumps({"mode": mode, "recording": recording, "problem": telemetry.problem(),
+                      "provider": type(trace.get_tracer_provider()).__name__}))
+"""
+
+
+def test_nothing_configured_the_app_configures_azure_monitor():
+    report = run(CALL)
+    assert (report["mode"], report["recording"], report["provider"]) == ("app", True, "TracerProvider")
+
+
+def test_an_app_that_configured_azure_monitor_itself_keeps_its_own():
+    report = run("""
+        from azure.monitor.opentelemetry import configure_azure_monitor
+        from opentelemetry import trace
+        configure_azure_monitor()
+        theirs = trace.get_tracer_provider()
+    """, CALL, """
+        assert trace.get_tracer_provider() is theirs
+    """)
+    assert (report["mode"], report["recording"]) == ("existing", True)
+    assert "Overriding of current TracerProvider" not in report["stderr"]
+    assert "already instrumented" not in report["stderr"].lower()
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "True ", "T", " y"])
+def test_the_workers_switch_is_read_as_the_worker_reads_it(value):
+    assert telemetry.worker_exports({"PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": value})
+    report = run(CALL, PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=value)
+    assert report["mode"] == "worker"
+    assert report["provider"] == "ProxyTracerProvider"  # we configured nothing: the worker does
+
+
+@pytest.mark.parametrize("value", ["", "0", "false", "no", "off", "enabled"])
+def test_anything_else_is_not_the_workers_switch(value):
+    assert not telemetry.worker_exports({"PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": value})
+
+
+@pytest.mark.parametrize("connection_string", [
+    "not a connection string",
+    "InstrumentationKey=not-a-guid",
+    "ClientId=00000000-0000-4000-8000-000000000001;Authorization=AAD",  # the authentication string, misplaced
+    "IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/",  # no key
+])
+def test_a_bad_connection_string_is_reported_once_and_calls_go_on(connection_string):
+    report = run(CALL, """
+        print(json.dumps({"again": telemetry.configure(), "mode": mode, "problem": telemetry.problem()}))
+    """, APPLICATIONINSIGHTS_CONNECTION_STRING=connection_string)
+    assert (report["mode"], report["again"]) == ("failed", "failed")
+    assert "configure_azure_monitor() failed" in report["problem"]
+    assert connection_string not in report["problem"] and connection_string not in report["stderr"]
+    assert report["stderr"].count("Telemetry is not exported") == 1

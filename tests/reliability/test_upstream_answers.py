@@ -16,7 +16,6 @@ trickling answers. Invariants, for every example:
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -29,7 +28,7 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from shared import runtime, telemetry
-from shared.apim import ApimClient, Timeouts
+from shared.apim import Timeouts
 from tests.plugin import FUNCTIONS, http_request, invocation_context
 from tests.reliability.conftest import PROPERTIES
 
@@ -90,10 +89,11 @@ async def upstream(use_stack, backoff, monkeypatch) -> AsyncIterator[tuple[Upstr
     site = web.TCPSite(app_runner, "127.0.0.1", 0)
     await site.start()
     port = app_runner.addresses[0][1]
-    monkeypatch.setattr(runtime, "ApimClient", functools.partial(ApimClient, timeouts=TIMEOUTS))
+    runtime.use_timeouts(runtime.RuntimeTimeouts(apim=TIMEOUTS))
     settings = await use_stack("reader", APIM_BASE_URL=f"http://127.0.0.1:{port}/orders")
     yield server, settings
     await runtime.reset_runtime()
+    runtime.use_timeouts(runtime.RuntimeTimeouts())
     await app_runner.cleanup()
 
 

@@ -82,7 +82,7 @@ def hint_for(status: int, message: str, *, method: str, claims: dict[str, Any], 
 # Managed-identity tokens are cached by the platform (App Service, IMDS) for up to 24 hours, and it
 # cannot be made to refresh: a role assigned now is in the token only once the cached one expires.
 _ROLE_LAG = ("A role assigned or removed shows only in a token issued after it: Azure caches a managed "
-             "identity's token for up to 24 hours, and /api/health?probe=token shows when the current one was "
+             "identity's token for up to 24 hours, and /api/apim-health?probe=token shows when the current one was "
              "issued and when it expires.")
 
 
@@ -92,7 +92,7 @@ def _renewal_note(renewal: Renewal, interval: float) -> str:
         return (f"{every}; the identity endpoint handed back the same token, so it was not sent again: Azure "
                 "caches a managed identity's token for up to 24 hours, so a role assigned or an audience changed "
                 "recently shows only in a later token. Meanwhile, wait for the token to expire (see "
-                "/api/health?probe=token), or use an identity whose token is already right.")
+                "/api/apim-health?probe=token), or use an identity whose token is already right.")
     if renewal is Renewal.FAILED:
         return f"{every}; getting a new one failed (see the log)."
     if renewal is Renewal.RENEWED:

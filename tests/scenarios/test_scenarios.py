@@ -35,7 +35,7 @@ async def proxy_prefix(driver: Driver) -> str:
 
 async def health_route(driver: Driver) -> str:
     found = [f.route for f in await _functions(driver)
-             if f.route and "{" not in f.route and f.route.rstrip("/").split("/")[-1] == "health"]
+             if f.route and "{" not in f.route and f.route.rstrip("/").split("/")[-1].endswith("health")]
     assert found, f"no HTTP function with a route ending in 'health' at {driver.name}"
     return sorted(found, key=len)[0]
 

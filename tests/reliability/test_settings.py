@@ -37,7 +37,7 @@ BAD_SETTINGS = [
     ("MANAGED_IDENTITY_CLIENT_ID", KEY_VAULT_REFERENCE, "MANAGED_IDENTITY_CLIENT_ID is an unresolved Key Vault"),
     ("MANAGED_IDENTITY_WRITE_CLIENT_ID", "1234", "MANAGED_IDENTITY_WRITE_CLIENT_ID must be a GUID"),
     ("AZURE_TENANT_ID", "contoso.onmicrosoft.com", "AZURE_TENANT_ID must be a GUID"),
-    ("TIMER_API_PATH", "status", "TIMER_API_PATH must start with '/'"),
+    ("TIMER_API_PATH", "status", "TIMER_API_PATH must be a path under the API that starts with '/'"),
 ]
 
 

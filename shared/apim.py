@@ -127,7 +127,7 @@ def _parse_wait(value: str, unit: float) -> float | None:
     return max(0.0, seconds)
 
 
-class WriteSafeRetryPolicy(AsyncRetryPolicy):
+class WriteSafeRetryPolicy(AsyncRetryPolicy[Any, Any]):
     """azure-core's retry, except where a write could run twice.
 
     azure-core retries POST/PATCH on 500/503/504; those may have reached the

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.credentials_async import AsyncSupportsTokenInfo
 from azure.identity.aio import (
     AzureCliCredential,
     AzureDeveloperCliCredential,
@@ -30,6 +30,8 @@ _AZURE_HOST_MARKERS = ("IDENTITY_ENDPOINT", "MSI_ENDPOINT", "WEBSITE_INSTANCE_ID
 IDENTITY_CONNECTION_TIMEOUT = 2.0
 IDENTITY_READ_TIMEOUT = 10.0
 
+__all__ = ["IDENTITY_CONNECTION_TIMEOUT", "IDENTITY_READ_TIMEOUT", "create_credential", "running_on_azure"]
+
 
 def running_on_azure(environ: Mapping[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
@@ -39,14 +41,13 @@ def running_on_azure(environ: Mapping[str, str] | None = None) -> bool:
 def create_credential(client_id: str | None, tenant_id: str | None = None,
                       environ: Mapping[str, str] | None = None, *,
                       connection_timeout: float = IDENTITY_CONNECTION_TIMEOUT,
-                      read_timeout: float = IDENTITY_READ_TIMEOUT) -> AsyncTokenCredential:
+                      read_timeout: float = IDENTITY_READ_TIMEOUT) -> AsyncSupportsTokenInfo:
     """A user-assigned identity by client ID; else system-assigned in Azure; else the developer's login."""
-    timeouts = {"connection_timeout": connection_timeout, "read_timeout": read_timeout}
-    if client_id:
-        return ManagedIdentityCredential(client_id=client_id, **timeouts)
-    if running_on_azure(environ):
-        return ManagedIdentityCredential(**timeouts)
+    if client_id or running_on_azure(environ):
+        # client_id=None is the system-assigned identity.
+        return ManagedIdentityCredential(client_id=client_id, connection_timeout=connection_timeout,
+                                         read_timeout=read_timeout)
     return ChainedTokenCredential(
-        AzureCliCredential(tenant_id=tenant_id),
-        AzureDeveloperCliCredential(tenant_id=tenant_id),
+        AzureCliCredential(tenant_id=tenant_id or ""),  # "": the CLI's own tenant, as azure-identity's default
+        AzureDeveloperCliCredential(tenant_id=tenant_id or ""),
     )

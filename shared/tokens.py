@@ -17,7 +17,6 @@ makes a caller wait while the token in hand is still usable:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import time
@@ -113,7 +112,6 @@ class TokenSource:
         self._token: AccessTokenInfo | None = None
         self._fetched_at = 0.0
         self._fetch: asyncio.Task[AccessTokenInfo] | None = None  # the fetch in flight, if any
-        self._fetch_bypasses_cache = False
         self._refresh_failed_at: float | None = None
         self._renewed_at: float | None = None
 
@@ -138,21 +136,18 @@ class TokenSource:
         Only the refused calls wait for it: `get()` goes on serving the current token
         while it is usable. At most one renewal per `renew_interval`.
         """
-        if self._fetch is not None and not self._fetch_bypasses_cache:
-            with contextlib.suppress(AppError):
-                await self._wait_for(self._fetch)  # an early refresh in flight may bring a new token
         current = self._token
         if current is not None and current.token != rejected:
             return current  # another call renewed it already
-        if self._fetch is None:
+        fetch = self._fetch  # in flight: a renewal, or an early refresh, which will do as one
+        if fetch is None:
             now = self._clock()
             if self._renewed_at is not None and now - self._renewed_at < self.renew_interval:
                 return None  # `renewal` still says how the last one went
             self._renewed_at = now
-            self._start_fetch(bypass_cache=True)
-        assert self._fetch is not None
+            fetch = self._start_fetch(bypass_cache=True)
         try:
-            token = await self._wait_for(self._fetch)
+            token = await self._wait_for(fetch)
         except AppError as error:
             logger.warning("Token renewal for identity %s after APIM's 401 failed: %s", self.identity, error.message)
             self.renewal = Renewal.FAILED
@@ -164,7 +159,6 @@ class TokenSource:
         """The fetch in flight, started if there is none."""
         if self._fetch is None:
             self._fetch = asyncio.create_task(self._fetch_token(bypass_cache=bypass_cache))
-            self._fetch_bypasses_cache = bypass_cache
             self._fetch.add_done_callback(self._fetch_ended)
         return self._fetch
 

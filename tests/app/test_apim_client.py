@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -110,6 +111,7 @@ async def test_sends_token_key_and_uses_the_writer_for_writes(server, client):
     assert post["headers"]["Content-Type"] == "application/json"
     assert post["body"] == b'{"item": "x"}'
     assert get["path"] == "/orders/status"
+    assert get["headers"]["User-Agent"].startswith("functions-apim-managed-identity/")  # named in APIM's logs
 
 
 async def test_get_is_retried_on_503_and_succeeds(server, client):
@@ -314,7 +316,8 @@ async def test_a_body_that_trickles_in_ends_within_the_read_and_total_budgets(se
     ({"Retry-After": "Wed, 99 Foo 2024 07:28:00 GMT"}, None), ({"Retry-After": "-5"}, 0.0),
     ({"Retry-After": "nan"}, None), ({"Retry-After": "1e999"}, None), ({"retry-after-ms": "250"}, 0.25),
     ({"retry-after-ms": "abc"}, None), ({"Retry-After": "soon", "retry-after-ms": "500"}, 0.5),
-    ({"x-ms-retry-after-ms": "2000"}, 2.0), ({"Retry-After": "Thu, 01 Jan 1970 00:00:00 GMT"}, 0.0), ({}, None),
+    ({"x-ms-retry-after-ms": "2000"}, 2.0), ({"Retry-After": "Wed, 21 Oct 2015 07:28:00"}, None),
+    ({"Retry-After": "Thu, 01 Jan 1970 00:00:00 GMT"}, 0.0), ({}, None),
 ])
 def test_an_unparseable_retry_after_is_treated_as_absent(headers, expected):
     assert retry_after_seconds(headers) == expected
@@ -345,3 +348,36 @@ async def test_an_error_body_that_does_not_parse_still_gives_the_typed_error(ser
     with pytest.raises(AccessDenied) as denied:
         await client.call("POST", "orders", body=b"{}", content_type="application/json")
     assert denied.value.status == 401
+
+
+@pytest.mark.parametrize("code", [403, 404, 409])
+async def test_a_4xx_with_retry_after_is_not_retried(server, client, backoff, code):
+    # azure-core retries any answer that has a Retry-After; APIM's quota policy sends 403 with one.
+    script, _ = server
+    script.responses = [status(code, "0")]
+    with contextlib.suppress(AccessDenied):
+        await client.call("GET", "status")
+    assert len(script.seen) == 1 and backoff == []
+
+
+@pytest.mark.parametrize(("body", "quoted"), [
+    (b'{"statusCode": 503, "message": "Backend down"}', "Backend down"),
+    (b'{"error": {"code": "Unavailable", "message": "Backend down"}}', "Backend down"),  # the API's own shape
+    (json.dumps({"message": "Backend down", "padding": "x" * 70_000}).encode(), None),  # not APIM's: not parsed
+])
+async def test_the_upstreams_message_is_quoted_from_either_shape(server, client, body, quoted):
+    script, _ = server
+    script.responses = [web.Response(status=503, body=body, content_type="application/json")]
+    with pytest.raises(UpstreamError) as caught:
+        await client.call("POST", "orders", body=b"{}", content_type="application/json")
+    assert caught.value.message == (f"APIM answered 503: {quoted}" if quoted else "APIM answered 503.")
+
+
+async def test_a_quoted_message_is_scrubbed_of_anything_shaped_like_a_secret(server, client):
+    script, _ = server
+    other_jwt, opaque = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln", "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7"
+    script.responses = [status(500, message=f"failed for {other_jwt} with {opaque}")]
+    with pytest.raises(UpstreamError) as caught:
+        await client.call("POST", "orders", body=b"{}", content_type="application/json")
+    assert other_jwt not in caught.value.message and opaque not in caught.value.message
+    assert caught.value.message == "APIM answered 500: failed for [redacted] with [redacted]"

@@ -6,10 +6,12 @@ from types import SimpleNamespace
 
 import aiohttp
 import pytest
-from azure.core.exceptions import ServiceRequestError
+from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseTimeoutError
+from azure.identity import CredentialUnavailableError
 
 from shared.apim import _transport_error
-from shared.errors import UpstreamUnavailable
+from shared.errors import TokenError, UpstreamUnavailable
+from shared.tokens import token_error
 
 REFUSED = aiohttp.ClientConnectorError(SimpleNamespace(ssl=None, host="127.0.0.1", port=1), OSError(111, "refused"))
 
@@ -23,3 +25,28 @@ REFUSED = aiohttp.ClientConnectorError(SimpleNamespace(ssl=None, host="127.0.0.1
 def test_a_request_error_says_could_not_connect_only_when_it_could_not(inner, message):
     error = _transport_error(ServiceRequestError("library text", error=inner))
     assert isinstance(error, UpstreamUnavailable) and error.message == message
+
+
+def refusal(message: str, status: int | None = None) -> ClientAuthenticationError:
+    error = ClientAuthenticationError(message=message)
+    if status is not None:  # as azure-identity raises it for an answer: with the response and its status
+        error.response, error.status_code = SimpleNamespace(status_code=status), status
+    return error
+
+
+@pytest.mark.parametrize(("exc", "status", "words"), [
+    (CredentialUnavailableError("no endpoint"), 502, "not available here"),
+    (refusal("AADSTS500011: The resource principal named api://x was not found", 400), 502, "check API_APP_ID_URI"),
+    (refusal("AADSTS501051: Application is not assigned to a role", 400), 502, "has no app role on the API"),
+    (refusal("Identity not found", 400), 502, "not its principal ID"),
+    (refusal("anything", 500), 502, "Entra ID is refusing the token"),
+    (refusal("anything", 503), 502, "HTTP 503"),
+    (refusal("anything", 200), 502, "not a token response"),
+    (ServiceResponseTimeoutError("slow"), 504, "did not answer in time"),
+    (ServiceRequestError("library text", error=REFUSED), 502, "Could not connect to the managed-identity endpoint"),
+    (ValueError("library text"), 502, "Unexpected error while getting an access token"),
+])
+def test_a_credential_failure_becomes_a_token_error_in_our_words(exc, status, words):
+    error = token_error(exc)
+    assert isinstance(error, TokenError) and error.status == status
+    assert words in str(error) and "library text" not in str(error)

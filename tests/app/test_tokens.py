@@ -88,6 +88,7 @@ async def test_short_lived_tokens_refresh_at_half_life_not_every_call():
     await source.get()
     clock[0] += 20
     await source.get()
+    await settle()
     assert credential.calls == 1
     clock[0] += 15
     await source.get()

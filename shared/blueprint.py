@@ -26,13 +26,15 @@ PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 def function_names(connection: str | None = None) -> dict[str, str]:
     """The function names of a connection's blueprint: proxy, health and timer."""
-    stem = FUNCTION_PREFIX + (f"{connection.lower()}_" if check_connection_name(connection) else "")
+    name = check_connection_name(connection)
+    stem = FUNCTION_PREFIX + (f"{name.lower()}_" if name else "")
     return {"proxy": f"{stem}proxy", "health": f"{stem}health", "timer": f"{stem}timer"}
 
 
 def routes(connection: str | None = None) -> dict[str, str]:
     """The routes (under /api/) of a connection's blueprint: the proxy and health."""
-    stem = ROUTE_PREFIX + (f"-{connection.lower()}" if check_connection_name(connection) else "")
+    name = check_connection_name(connection)
+    stem = ROUTE_PREFIX + (f"-{name.lower()}" if name else "")
     return {"proxy": f"{stem}/{{*path}}", "health": f"{stem}-health"}
 
 

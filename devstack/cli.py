@@ -161,6 +161,7 @@ def banner(endpoints: Mapping[str, Any], state_dir: Path, *, fixed_ports: bool =
         "",
         "Function app settings (in-process use; or eval \"$(python -m devstack env" + dir_arg + ")\"):",
         *(f"  {line}" for line in export_lines(app_settings(endpoints))),
+        f"  (to leave the stand-in later: eval \"$({PROG} env --unset)\"; PowerShell: add --shell powershell)",
         "",
         "For `func start`, write local.settings.json:",
         f"  {PROG} settings{dir_arg}",
@@ -292,21 +293,25 @@ def _write_atomically(path: Path, text: str) -> None:
     partial.replace(path)
 
 
-def export_lines(settings: Mapping[str, str]) -> list[str]:
+def export_lines(settings: Mapping[str, str], shell: str = "sh") -> list[str]:
+    if shell == "powershell":  # single quotes take everything literally; a quote is doubled
+        return ["$env:{} = '{}'".format(name, value.replace("'", "''")) for name, value in settings.items()]
     return [f"export {name}={shlex.quote(value)}" for name, value in settings.items()]
 
 
 def cmd_env(args: argparse.Namespace) -> int:
     if args.unset:
-        print(unset_line())
+        print(unset_line(args.shell))
         return 0
     endpoints = running_endpoints(args.state_dir)
-    print("\n".join(export_lines(app_settings(endpoints, args.identity))))
-    print(f'# to leave the stand-in: eval "$({PROG} env --unset)"')
+    print("\n".join(export_lines(app_settings(endpoints, args.identity), args.shell)))
+    leave = (f"{PROG} env --unset --shell powershell | Invoke-Expression" if args.shell == "powershell"
+             else f'eval "$({PROG} env --unset)"')
+    print(f"# to leave the stand-in: {leave}")
     return 0
 
 
-def unset_line() -> str:
+def unset_line(shell: str = "sh") -> str:
     """`unset` for every variable `env` exports; needs no running stack."""
     # The names come from the same mapping `env` uses, applied to a stack that is never started.
     from devstack.stack import describe
@@ -317,6 +322,8 @@ def unset_line() -> str:
     state = StackState.create(load_config())
     state.tls = LocalTls(Path("placeholder"))  # only its file name is used: no files are made
     names = app_settings(describe(state, placeholder_urls))
+    if shell == "powershell":
+        return "Remove-Item -ErrorAction SilentlyContinue " + ", ".join(f"Env:{name}" for name in names)
     return "unset " + " ".join(names)
 
 
@@ -379,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     env = commands.add_parser("env", help='print export lines: eval "$(python -m devstack env)"')
     state_dir_option(env)
     identity_option(env)
+    env.add_argument("--shell", choices=("sh", "powershell"), default="sh",
+                     help="sh (bash, zsh: eval \"$(...)\") or powershell (... | Invoke-Expression); "
+                     "default: %(default)s")
     env.add_argument("--unset", action="store_true", help="print an unset line instead, to leave the stand-in: "
                      'eval "$(python -m devstack env --unset)"')
     env.set_defaults(handler=cmd_env)

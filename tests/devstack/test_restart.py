@@ -291,3 +291,16 @@ def test_env_unset_leaves_the_stand_in(running):
     assert "IDENTITY_ENDPOINT" in exported_names and "APIM_BASE_URL" in exported_names
     for name in exported_names:
         assert f"\n{name}=" not in "\n" + after
+
+
+def test_env_speaks_powershell_too(running):
+    state_dir, endpoints = running
+    result = devstack("env", "--state-dir", str(state_dir), "--shell", "powershell")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"$env:APIM_BASE_URL = '{endpoints['apim_base_url']}'" in lines
+    assert "$env:TIMER_SCHEDULE = '0 */5 * * * *'" in lines
+    assert lines[-1] == "# to leave the stand-in: python -m devstack env --unset --shell powershell | Invoke-Expression"
+    assert cli.export_lines({"X": "it's"}, "powershell") == ["$env:X = 'it''s'"]
+    unset = devstack("env", "--unset", "--shell", "powershell")
+    assert unset.stdout.startswith("Remove-Item -ErrorAction SilentlyContinue Env:IDENTITY_ENDPOINT, ")

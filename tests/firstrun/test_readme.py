@@ -204,3 +204,15 @@ def test_no_command_leaves_a_glob_character_unquoted_for_zsh():
             continue
         for line in block.commands:
             assert not unquoted_globs(line), f"{block}: quote the URL in '{line}' (zsh expands ? * [ in words)"
+
+
+def test_every_local_function_url_is_a_route_of_the_app():
+    """`curl http://localhost:7071/api/...` lines (Core Tools' default port) name routes the app serves."""
+    from devstack.invocation import app_functions
+
+    routes = [function.route for function in app_functions().values() if function.route is not None]
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    paths = re.findall(r"https?://(?:localhost|127\.0\.0\.1):7071/api/([^\s'\"?#)`]*)", text)
+    assert paths, "the README no longer shows a call to the functions under Core Tools"
+    for path in paths:
+        assert any(route.match(path) is not None for route in routes), f"no function serves /api/{path}"

@@ -170,6 +170,7 @@ class WorkflowRunner:
         """
         values = bind_parameters(self.workflow, {**self.parameters, **(parameters or {})})
         secrets = {values[name] for name, p in self.workflow.parameters.items() if p.secure and values[name]}
+        secrets.add(self._identity_header)  # in case an identity endpoint quotes it back
         started, started_at = time.perf_counter(), _now()
         trigger = self.workflow.trigger
         results = await asyncio.gather(*(self._run_action(action, values, secrets)

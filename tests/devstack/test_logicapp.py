@@ -69,7 +69,9 @@ async def test_the_token_is_requested_as_logic_apps_standard_requests_it(devstac
 
     async def identity_endpoint(request: web.Request) -> web.Response:
         seen.append(request)
-        return web.json_response({"statusCode": 400, "message": "refused"}, status=400)
+        # An endpoint that quotes the secret header back must not put it in the record.
+        return web.json_response({"statusCode": 400, "message": f"refused {request.headers['X-IDENTITY-HEADER']}"},
+                                 status=400)
 
     app = web.Application()
     app.router.add_get("/msi/token", identity_endpoint)
@@ -90,7 +92,8 @@ async def test_the_token_is_requested_as_logic_apps_standard_requests_it(devstac
         expected["mi_res_id"] = devstack.state.config.identities["reader"].resource_id
     assert dict(request.query) == expected
     assert request.headers["X-IDENTITY-HEADER"] == "the-header"
-    assert record["actions"][ACTION]["error"]["identity_endpoint_answer"] == {"statusCode": 400, "message": "refused"}
+    answer = record["actions"][ACTION]["error"]["identity_endpoint_answer"]
+    assert answer == {"statusCode": 400, "message": "refused [redacted]"}
 
 
 def test_an_identity_without_the_read_role_fails_the_run_with_apims_answer(control, endpoints):
@@ -169,8 +172,10 @@ def test_key_and_token_appear_in_no_run_record_log_line_or_telemetry(control, en
     for document in (records, control._call("GET", "/logicapp/runs"), control._call("GET", "/logicapp"),
                      control.telemetry()):
         _assert_no_secret(json.dumps(document), key)
+        assert endpoints["identity_header"] not in json.dumps(document)
     assert "workflow logic-devstack run" in caplog.text
     _assert_no_secret(caplog.text, key)
+    assert endpoints["identity_header"] not in caplog.text
 
 
 async def test_without_secure_inputs_the_record_shows_inputs_but_no_secret(devstack, endpoints, tmp_path):

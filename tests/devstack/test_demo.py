@@ -22,3 +22,6 @@ def test_the_demo_succeeds_and_explains_what_newcomers_misread():
     # 'GET /orders/orders' in the telemetry summary: API path + operation path.
     assert "dependency HTTP: GET /orders/orders" in out
     assert "'GET /orders/orders' is the API's path on the gateway (/orders, the end of APIM_BASE_URL)" in out
+    # One run of the Logic App workflow that infra/ deploys.
+    assert "Logic App: the workflow infra/ deploys, run once" in out
+    assert "run Succeeded" in out and "Call_Orders_API answered 200 OK" in out

@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .errors import BadRequest
 
+__all__ = ["FUNCTION_KEY_PARAM", "MAX_PATH_LENGTH", "SUBSCRIPTION_KEY_PARAM", "build_url", "forwarded_query"]
+
 # Query parameters never forwarded: the Functions key, and a key that would override ours.
 FUNCTION_KEY_PARAM = "code"
 SUBSCRIPTION_KEY_PARAM = "subscription-key"

@@ -12,6 +12,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+from shared.settings import SETTINGS, setting_name
+
 DEFAULT_IDENTITY = "reader"
 DEFAULT_WRITE_IDENTITY = "writer"
 # The identity the exporter sends telemetry with: in Azure the host's identity, which holds
@@ -44,6 +46,28 @@ KEPT_IF_SET = frozenset({"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "TIM
                          "OTEL_TRACES_SAMPLER"})
 
 
+# What the timer of each further API connection GETs.
+EXTRA_API_TIMER_PATHS = {"inventory": "/items"}
+
+
+def connection_settings(endpoints: Mapping[str, Any], api: Mapping[str, Any], identity: str, write_identity: str, *,
+                        connection: str | None = None, timer_schedule: str = DEFAULT_TIMER_SCHEDULE,
+                        timer_api_path: str = DEFAULT_TIMER_API_PATH) -> dict[str, str]:
+    """One API connection's settings, named by the app's own table (`shared.settings.SETTINGS`)."""
+    values = {
+        "APIM_BASE_URL": api["apim_base_url"],
+        "API_APP_ID_URI": api["api_app_id_uri"],
+        "APIM_SUBSCRIPTION_KEY": endpoints.get("subscription_key"),  # optional: an API may not require a key
+        "MANAGED_IDENTITY_CLIENT_ID": _client_id(endpoints, identity),
+        "MANAGED_IDENTITY_WRITE_CLIENT_ID": _client_id(endpoints, write_identity),
+        "AZURE_TENANT_ID": endpoints["tenant_id"],
+        "TIMER_SCHEDULE": timer_schedule,
+        "TIMER_API_PATH": timer_api_path,
+    }
+    # A setting the table gains and this writer does not know fails here, not in a user's app.
+    return {setting_name(s.name, connection): values[s.name] for s in SETTINGS if values[s.name]}
+
+
 class UnknownIdentity(ValueError):
     """The identity name is not in the stack's `identities`."""
 
@@ -72,20 +96,16 @@ def app_settings(endpoints: Mapping[str, Any], identity: str = DEFAULT_IDENTITY,
     settings = {
         "IDENTITY_ENDPOINT": endpoints["identity_endpoint"],
         "IDENTITY_HEADER": endpoints["identity_header"],
-        "APIM_BASE_URL": endpoints["apim_base_url"],
-        "APIM_SUBSCRIPTION_KEY": endpoints.get("subscription_key") or "",
-        "API_APP_ID_URI": endpoints["api_app_id_uri"],
-        "MANAGED_IDENTITY_CLIENT_ID": _client_id(endpoints, identity),
-        "MANAGED_IDENTITY_WRITE_CLIENT_ID": _client_id(endpoints, write_identity),
-        "AZURE_TENANT_ID": endpoints["tenant_id"],
-        "TIMER_SCHEDULE": timer_schedule,
-        "TIMER_API_PATH": timer_api_path,
+        **connection_settings(endpoints, endpoints, identity, write_identity, timer_schedule=timer_schedule,
+                              timer_api_path=timer_api_path),
         "APPLICATIONINSIGHTS_CONNECTION_STRING": endpoints["connection_string"],
         **OFFLINE_EXPORTER_SETTINGS,
         **LOCAL_SAMPLING_SETTINGS,
     }
-    if not settings["APIM_SUBSCRIPTION_KEY"]:
-        del settings["APIM_SUBSCRIPTION_KEY"]  # optional: an API may not require a key
+    for name, api in (endpoints.get("apis") or {}).items():
+        settings.update(connection_settings(endpoints, api, identity, write_identity, connection=name,
+                                            timer_schedule=timer_schedule,
+                                            timer_api_path=EXTRA_API_TIMER_PATHS.get(name, timer_api_path)))
     if telemetry_identity in endpoints["identities"]:
         settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] = (
             f"ClientId={_client_id(endpoints, telemetry_identity)};Authorization=AAD")

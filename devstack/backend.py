@@ -169,6 +169,37 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return error(404, "NotFound", f"No route for {request.path}.")
 
 
+# The inventory API (the devstack's second API, under /inventory): stock levels by item.
+STOCK = web.AppKey("stock", dict)
+SEED_STOCK = {"widget": 42, "gadget": 7}
+
+
+async def list_items(request: web.Request) -> web.Response:
+    return web.json_response([{"item": item, "in_stock": count} for item, count in request.app[STOCK].items()])
+
+
+async def get_item(request: web.Request) -> web.Response:
+    item = request.match_info["item"]
+    if item not in request.app[STOCK]:
+        return error(404, "ItemNotFound", f"No item '{item}'.")
+    return web.json_response({"item": item, "in_stock": request.app[STOCK][item],
+                              "caller": request.headers.get(CALLER_HEADER)})
+
+
+async def receive_stock(request: web.Request) -> web.Response:
+    """POST /items {"item": "widget", "quantity": 3}: stock received; answers the new level."""
+    try:
+        body = json.loads(await request.text())
+    except json.JSONDecodeError as exc:
+        return error(400, "InvalidJson", f"The body is not valid JSON: {exc}.")
+    fields, problems = validate_order(body)  # the same shape as an order: an item and a quantity
+    if problems:
+        return error(400, "InvalidStock", "The stock receipt is not valid.", problems=problems)
+    stock = request.app[STOCK]
+    stock[fields["item"]] = stock.get(fields["item"], 0) + fields["quantity"]
+    return web.json_response({"item": fields["item"], "in_stock": stock[fields["item"]]}, status=201)
+
+
 def create_app(state: StackState) -> web.Application:
     app = web.Application(middlewares=[record_requests, fault_middleware("backend", state.faults), json_errors])
     app[STATE] = state
@@ -177,4 +208,8 @@ def create_app(state: StackState) -> web.Application:
     app.router.add_get("/orders", list_orders)
     app.router.add_post("/orders", create_order)
     app.router.add_get("/orders/{order_id}", get_order)
+    app[STOCK] = dict(SEED_STOCK)
+    app.router.add_get("/inventory/items", list_items)
+    app.router.add_get("/inventory/items/{item}", get_item)
+    app.router.add_post("/inventory/items", receive_stock)
     return app

@@ -57,11 +57,22 @@ class ApiApp:
 
 
 @dataclass(frozen=True)
+class ExtraApi:
+    """A further API behind the same APIM: its own app registration, path and policy files."""
+
+    name: str  # the app's connection name for it (settings INVENTORY_APIM_BASE_URL, ...)
+    app: ApiApp
+    api_path: str
+    policy_dir: Path
+
+
+@dataclass(frozen=True)
 class StackConfig:
     tenant_id: str
     api: ApiApp
     identities: dict[str, Identity]
     other_resources: tuple[str, ...] = ()
+    extra_apis: tuple[ExtraApi, ...] = ()
     # Managed-identity tokens: valid this long from when the platform mints them (Azure: 24 h),
     # with iat/nbf this far in the past (Entra: 5 min), so exp - iat is about 24 h 5 min.
     token_lifetime_seconds: int = 86400
@@ -77,6 +88,15 @@ class StackConfig:
     ingestion_local_auth: bool = False
     # The Logic App workflow definition infra/ deploys (devstack.logicapp runs it).
     logic_app_workflow: Path = field(default_factory=lambda: PROJECT_ROOT / "infra" / "logic-app" / "workflow.json")
+
+    @property
+    def apis(self) -> tuple[ApiApp, ...]:
+        """Every API app registration: the main one first."""
+        return (self.api, *(extra.app for extra in self.extra_apis))
+
+    def api_for(self, resource: str) -> ApiApp | None:
+        """The API app registration `resource` names, if any."""
+        return next((api for api in self.apis if api.matches(resource)), None)
 
     @property
     def system_identity(self) -> Identity | None:
@@ -102,6 +122,24 @@ def parse_port(service: str, value: object) -> int:
             or not 0 <= int(value) <= 65535:
         raise ValueError(f"port for '{service}' must be a number from 1 to 65535 (or 0: a free port), not {value!r}")
     return int(value)
+
+
+def _api_app(api: dict) -> ApiApp:
+    return ApiApp(
+        display_name=api.get("display_name", "API"),
+        app_id_uri=api["app_id_uri"],
+        client_id=api["client_id"],
+        accepted_token_version=int(api.get("accepted_token_version", 2)),
+        read_role=api["roles"]["read"],
+        write_role=api["roles"]["write"],
+        assignment_required=bool(api.get("assignment_required", True)),
+        optional_claims=tuple(api.get("optional_claims", ())),
+    )
+
+
+def _project_path(value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def load_config(path: Path | str | None = None, **overrides: object) -> StackConfig:
@@ -136,6 +174,10 @@ def load_config(path: Path | str | None = None, **overrides: object) -> StackCon
             for name, item in raw["identities"].items()
         },
         other_resources=tuple(raw.get("other_resources", ())),
+        extra_apis=tuple(
+            ExtraApi(name=extra["name"], app=_api_app(extra), api_path=extra["api_path"].strip("/"),
+                     policy_dir=_project_path(extra["policy_dir"]))
+            for extra in raw.get("extra_apis", ())),
         token_lifetime_seconds=int(raw.get("token_lifetime_seconds", 86400)),
         token_backdate_seconds=int(raw.get("token_backdate_seconds", 300)),
         api_path=apim.get("api_path", "orders").strip("/"),

@@ -132,7 +132,8 @@ class TokenIssuer:
 
     def token_version(self, resource: str) -> int:
         """The API app's accepted token version; Azure's own resources issue v1 tokens."""
-        return self.config.api.accepted_token_version if self.config.api.matches(resource) else 1
+        api = self.config.api_for(resource)
+        return api.accepted_token_version if api is not None else 1
 
     def claims_for(self, identity: Identity, resource: str, *, roles: Sequence[str] | None = None,
                    now: int | None = None) -> dict[str, Any]:
@@ -145,9 +146,10 @@ class TokenIssuer:
         now = int(time.time()) if now is None else now
         config = self.config
         tenant = config.tenant_id
-        api = config.api
-        is_api = api.matches(resource)
+        api = config.api_for(resource)
+        is_api = api is not None
         roles = identity.roles if roles is None else roles
+        roles = [r for r in roles if api is not None and r in (api.read_role, api.write_role)]
         issued = now - config.token_backdate_seconds
         claims: dict[str, Any] = {
             "iat": issued,
@@ -162,13 +164,14 @@ class TokenIssuer:
             "uti": uuid.uuid4().hex[:22],
             "xms_mirid": identity.resource_id,
         }
-        if not is_api or "idtyp" in api.optional_claims:
+        if api is None or "idtyp" in api.optional_claims:
             # An optional claim: in a custom API's token only when its app registration asks for it;
             # Azure's own resources ask (azure-identity's recorded IMDS token for ARM carries it).
             claims["idtyp"] = "app"
         if is_api and roles:
             claims["roles"] = list(roles)
         if self.token_version(resource) == 2:
+            assert api is not None  # only an API app accepts v2 tokens here
             claims.update(aud=api.client_id, iss=v2_issuer(tenant), azp=identity.client_id, azpacr="2", ver="2.0")
         else:
             # A v1 token's audience is the resource exactly as it was requested.

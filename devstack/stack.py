@@ -110,6 +110,16 @@ def describe(state: StackState, urls: dict[str, str]) -> dict[str, Any]:
         "api_app_id_uri": config.api.app_id_uri,
         "api_client_id": config.api.client_id,
         "api_roles": {"read": config.api.read_role, "write": config.api.write_role},
+        # Further APIs behind the same gateway, by the app's connection name for them.
+        "apis": {
+            extra.name: {
+                "apim_base_url": f"{urls['apim']}/{extra.api_path}",
+                "api_app_id_uri": extra.app.app_id_uri,
+                "api_client_id": extra.app.client_id,
+                "api_roles": {"read": extra.app.read_role, "write": extra.app.write_role},
+            }
+            for extra in config.extra_apis
+        },
         "backend_url": urls["backend"],
         "ingestion_endpoint": ingestion,
         "ca_bundle": str(state.tls.bundle) if state.tls else None,

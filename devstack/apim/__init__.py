@@ -26,6 +26,7 @@ from devstack.apim.api import Api, load_api
 from devstack.apim.errors import PolicyError
 from devstack.apim.gateway import Gateway
 from devstack.apim.openid import HttpMetadataSource, MetadataSource
+from devstack.config import ApiApp, ExtraApi
 from devstack.faults import fault_middleware
 from devstack.state import StackState
 
@@ -38,20 +39,30 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 _CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30)
 
 
-def named_values(state: StackState) -> dict[str, str]:
-    """The named values the policy files may use, as infra/ defines them in Azure."""
+def named_values(state: StackState, app: ApiApp | None = None) -> dict[str, str]:
+    """The named values the policy files of an API (the main one by default) may use, as in Azure."""
     config = state.config
+    app = app or config.api
     openid_config_url = state.endpoints.get("openid_config_url")
     if not openid_config_url:
         raise RuntimeError("the APIM stand-in needs state.endpoints['openid_config_url'] (the stack sets it)")
     return {
         "tenant-id": config.tenant_id,
-        "api-app-id-uri": config.api.app_id_uri,
-        "api-client-id": config.api.client_id,
+        "api-app-id-uri": app.app_id_uri,
+        "api-client-id": app.client_id,
         "openid-config-url": openid_config_url,
-        "reader-role": config.api.read_role,
-        "writer-role": config.api.write_role,
+        "reader-role": app.read_role,
+        "writer-role": app.write_role,
     }
+
+
+def load_extra_api(state: StackState, extra: ExtraApi) -> Api:
+    """A further API's api.json and policies, with its own app registration's named values."""
+    api = load_api(extra.policy_dir, named_values(state, extra.app), entra_tenant_id=state.config.tenant_id)
+    if api.path != extra.api_path:
+        raise PolicyError([f"{extra.policy_dir / 'api.json'}: path '{api.path}' differs from the devstack config's "
+                           f"api_path '{extra.api_path}' for {extra.name}"])
+    return api
 
 
 def load_gateway_api(state: StackState, policy_dir: Path | None = None) -> Api:
@@ -68,7 +79,10 @@ def load_gateway_api(state: StackState, policy_dir: Path | None = None) -> Api:
 def create_app(state: StackState, *, metadata_source: MetadataSource | None = None,
                policy_dir: Path | None = None) -> web.Application:
     """The APIM gateway app. `metadata_source` replaces fetching OpenID metadata over HTTP (tests)."""
-    api = load_gateway_api(state, policy_dir)
+    apis = [(load_gateway_api(state, policy_dir), "")]
+    # A further API is served by the same gateway under its own path; its backend is the sample
+    # backend's /<name> part (the API's own serviceUrl in Azure).
+    apis += [(load_extra_api(state, extra), f"/{extra.name}") for extra in state.config.extra_apis]
     app = web.Application(middlewares=[
         _count_requests(state),  # first, so that injected faults are counted too
         fault_middleware("apim", state.faults, error_body=_fault_body),
@@ -80,16 +94,26 @@ def create_app(state: StackState, *, metadata_source: MetadataSource | None = No
             yield
 
     app.cleanup_ctx.append(client_session)
-    gateway = Gateway(
+    keys = metadata_source or HttpMetadataSource(session=lambda: app[SESSION],
+                                                 min_refresh_seconds=state.config.openid_refetch_seconds)
+    gateways = [Gateway(
         api,
-        service_url=state.endpoints["backend_url"],
+        service_url=state.endpoints["backend_url"] + backend_prefix,
         subscription_key=state.subscription_key,
         entra_config_url=state.endpoints["openid_config_url"],
-        keys=metadata_source or HttpMetadataSource(session=lambda: app[SESSION],
-                                                   min_refresh_seconds=state.config.openid_refetch_seconds),
+        keys=keys,
         session=lambda: app[SESSION],
-    )
-    app.router.add_route("*", "/{tail:.*}", gateway.handle)
+    ) for api, backend_prefix in apis]
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        # APIM picks the API by the first segments of the path (its "API URL suffix").
+        path = request.rel_url.raw_path
+        for gateway in gateways[1:]:
+            if path == f"/{gateway.api.path}" or path.startswith(f"/{gateway.api.path}/"):
+                return await gateway.handle(request)
+        return await gateways[0].handle(request)
+
+    app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
 

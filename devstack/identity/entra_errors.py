@@ -20,10 +20,11 @@ def resource_not_found(resource: str, tenant_id: str) -> str:
             "request to the wrong tenant.")
 
 
-def not_assigned(identity_client_id: str, config: StackConfig) -> str:
+def not_assigned(identity_client_id: str, config: StackConfig, resource: str = "") -> str:
     """Entra's AADSTS501051 text: the API requires an app role and the client has none."""
+    api = config.api_for(resource) or config.api
     return (f"AADSTS501051: Application '{identity_client_id}' is not assigned to a role for the application "
-            f"'{config.api.app_id_uri}'({config.api.display_name}).")
+            f"'{api.app_id_uri}'({api.display_name}).")
 
 
 def unknown_tenant(tenant: str) -> str:

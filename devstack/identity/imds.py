@@ -60,7 +60,7 @@ def _refusal(refusal: Refusal, config: StackConfig) -> web.Response:
     if refusal.reason is Reason.UNKNOWN_RESOURCE:
         return entra_error(400, "invalid_resource", 500011, resource_not_found(refusal.resource, config.tenant_id))
     if refusal.reason is Reason.NOT_ASSIGNED:
-        return entra_error(400, "invalid_grant", 501051, not_assigned(refusal.client_id, config))
+        return entra_error(400, "invalid_grant", 501051, not_assigned(refusal.client_id, config, refusal.resource))
     return error(*_REFUSALS[refusal.reason])
 
 

@@ -92,9 +92,9 @@ class RoleAssignments:
     def _check(self, name: str, role: str) -> None:
         if name not in self._config.identities:
             raise UnknownRole(f"unknown identity '{name}'; the stack has: {', '.join(sorted(self._config.identities))}")
-        api = self._config.api
-        if role not in (api.read_role, api.write_role):
-            raise UnknownRole(f"unknown app role '{role}'; the API defines: {api.read_role}, {api.write_role}")
+        defined = [r for api in self._config.apis for r in (api.read_role, api.write_role)]
+        if role not in defined:
+            raise UnknownRole(f"unknown app role '{role}'; the APIs define: {', '.join(defined)}")
 
 
 @dataclass(frozen=True)
@@ -129,9 +129,10 @@ class PlatformTokenCache:
             cached = self._grants.get(key)
             if cached is not None and now < cached.expires_on:
                 return cached, False
-            roles = self._roles.of(identity)
-            api = self._issuer.config.api
-            if api.assignment_required and api.matches(resource) and not roles:
+            api = self._issuer.config.api_for(resource)
+            # App roles belong to one app registration: a token for this API carries only its roles.
+            roles = tuple(r for r in self._roles.of(identity) if api and r in (api.read_role, api.write_role))
+            if api is not None and api.assignment_required and not roles:
                 raise Refusal(Reason.NOT_ASSIGNED, resource, identity.client_id)
             claims = self._issuer.claims_for(identity, resource, roles=roles, now=now)
             grant = Grant(identity=identity, resource=resource, token=self._issuer.sign(claims),
@@ -171,9 +172,9 @@ def select_identity(config: StackConfig, query: Mapping[str, str], id_params: Ma
 
 
 def is_known_resource(config: StackConfig, resource: str) -> bool:
-    """The API app, or one of the Azure resources the config lists (trailing slash optional)."""
+    """An API app, or one of the Azure resources the config lists (trailing slash optional)."""
     wanted = resource.rstrip("/").lower()
-    return config.api.matches(resource) or wanted in {r.rstrip("/").lower() for r in config.other_resources}
+    return config.api_for(resource) is not None or wanted in {r.rstrip("/").lower() for r in config.other_resources}
 
 
 def token_for(state: StackState, query: Mapping[str, str], id_params: Mapping[str, str], *, endpoint: str) -> Grant:

@@ -204,7 +204,9 @@ module apim 'modules/apim.bicep' = {
   }
 }
 
-// After APIM on purpose: gives Entra time to replicate the new identities (see the module).
+// As late as it can be, on purpose: after API Management, Key Vault and the Azure role
+// assignments (a minute or more), so that Entra has replicated the identities created at the start
+// (see the module). Only the Function App waits for it.
 module entraRoleAssignments 'modules/entra-role-assignments.bicep' = {
   name: 'entra-role-assignments-${resourceToken}'
   params: {
@@ -216,7 +218,7 @@ module entraRoleAssignments 'modules/entra-role-assignments.bicep' = {
     developerPrincipalId: principalId
   }
   dependsOn: [
-    apim
+    rbac
   ]
 }
 

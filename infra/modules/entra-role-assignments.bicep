@@ -1,8 +1,10 @@
 // App role assignments on the Orders API (Microsoft Graph appRoleAssignedTo): the "who may call
 // the API with which role" part of the walkthroughs, which the APIM policy then enforces from the
-// token's `roles` claim. Deployed after API Management so that Entra has replicated the
-// just-created managed identities' service principals (an assignment made seconds after the
-// identity is created can fail with "principal not found").
+// token's `roles` claim. Deployed as late as main.bicep can (after API Management, Key Vault and
+// the Azure role assignments) so that Entra has replicated the managed identities' service
+// principals: an assignment made seconds after the identity is created can fail with "Not a valid
+// reference update" (microsoftgraph/msgraph-bicep-types#193). Bicep cannot retry a Graph resource;
+// if it still happens, a second `azd provision` completes it (infra/README.md, first-run table).
 
 targetScope = 'subscription'
 

@@ -141,3 +141,21 @@ def test_python_versions_are_the_same_in_main_and_the_module(templates: dict[str
     offered = _decorator(templates["main.bicep"]["parameters"]["pythonVersion"], "allowed")
     accepted = _decorator(templates["modules/function-app.bicep"]["parameters"]["pythonVersion"], "allowed")
     assert offered == accepted
+
+
+def test_app_roles_are_assigned_as_late_as_possible(main: dict[str, Any]) -> None:
+    # Entra replicates new managed identities with a delay: the assignments wait for the slowest
+    # parts (API Management, then Key Vault, then the Azure role assignments), and the app for them.
+    modules = main["modules"]
+    assert modules["entraRoleAssignments"]["config"]["dependsOn"] == ["rbac"]
+    assert "entraRoleAssignments" in modules["functionApp"]["config"]["dependsOn"]
+
+
+def test_first_run_table_gives_the_exact_commands() -> None:
+    text = (bicep.INFRA / "README.md").read_text()
+    table = text[text.index("## First run: what only Azure can tell"):text.index("## Parameters")]
+    for needle in ("Not a valid reference update", "azd provision",
+                   "az apim deletedservice purge --service-name apim-<token> --location <region>",
+                   "az keyvault purge --name kv-<token> --location <region>",
+                   "MissingSubscriptionRegistration", "AZURE_SERVICE_MANAGEMENT_REFERENCE", "azd down --purge"):
+        assert needle in table, needle

@@ -159,3 +159,33 @@ def test_first_run_table_gives_the_exact_commands() -> None:
                    "az keyvault purge --name kv-<token> --location <region>",
                    "MissingSubscriptionRegistration", "AZURE_SERVICE_MANAGEMENT_REFERENCE", "azd down --purge"):
         assert needle in table, needle
+
+
+# The stricter linter rules `az bicep build` / `az bicep lint` apply (CI runs both): mistakes the
+# offline checks cannot see fail the build instead of passing as warnings.
+STRICT_RULES = ("use-safe-access", "no-unnecessary-dependson", "use-recognized-resource-type",
+                "use-secure-value-for-secure-inputs", "no-unused-existing-resources", "no-unused-params",
+                "no-unused-vars", "outputs-should-not-contain-secrets", "secure-secrets-in-params",
+                "use-resource-symbol-reference", "use-parent-property", "no-hardcoded-env-urls")
+
+
+def test_bicepconfig_makes_the_important_linter_rules_errors() -> None:
+    config = json.loads((bicep.INFRA / "bicepconfig.json").read_text())
+    rules = config["analyzers"]["core"]["rules"]
+    assert config["analyzers"]["core"]["enabled"] is True
+    for rule in STRICT_RULES:
+        assert rules.get(rule, {}).get("level") == "error", rule
+    # Old api-versions are reported, not fatal: a newer one needs its type data checked first.
+    assert rules["use-recent-api-versions"]["level"] == "warning"
+
+
+def test_no_dependson_that_a_reference_already_implies(templates: dict[str, dict[str, Any]]) -> None:
+    # What no-unnecessary-dependson reports, for module and resource dependsOn lists.
+    for file, template in templates.items():
+        for kind in ("modules", "resources"):
+            for symbol, item in template.get(kind, {}).items():
+                config = bicep.body(item) if kind == "resources" else item["config"]
+                for dependency in config.get("dependsOn", config.get("depends_on", [])) or []:
+                    referenced = [n for n in bicep.walk({k: v for k, v in config.items() if k != "dependsOn"})
+                                  if isinstance(n, str) and (n == dependency or n.startswith(f"{dependency}."))]
+                    assert not referenced, f"{file}: {symbol} depends on {dependency} and references it"

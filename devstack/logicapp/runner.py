@@ -246,10 +246,11 @@ class WorkflowRunner:
             headers["Authorization"] = f"Bearer {token}"
         async with self._session.request(str(action.method.evaluate(values)), str(action.uri.evaluate(values)),
                                          headers=headers, allow_redirects=False) as response:
-            raw = await _read_at_most(response, MAX_RECORDED_BODY + 1)
+            limit = _read_limit(secrets)
+            raw = await _read_at_most(response, limit)
             return {"statusCode": response.status,
                     "headers": {name: value for name, value in response.headers.items()},
-                    "body": _body(raw, response.content_type)}
+                    "body": _body(raw, response.content_type, secrets, cut=len(raw) >= limit)}
 
     async def _token(self, identity: str, audience: str) -> str:
         assert self._session is not None
@@ -258,11 +259,11 @@ class WorkflowRunner:
             query["mi_res_id"] = identity
         async with self._session.get(self._identity_endpoint, params=query,
                                      headers={"X-IDENTITY-HEADER": self._identity_header}) as response:
-            raw = await _read_at_most(response, MAX_RECORDED_BODY)
+            raw = await _read_at_most(response, _read_limit({self._identity_header}))
             try:
                 answer = json.loads(raw)
             except ValueError:
-                answer = raw.decode("utf-8", "replace")[:MAX_RECORDED_BODY]
+                answer = _bounded_text(raw, {self._identity_header})
             token = answer.get("access_token") if isinstance(answer, dict) else None
             if response.status != 200 or not isinstance(token, str) or not token:
                 raise _TokenFailure(response.status, answer)
@@ -280,10 +281,21 @@ async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(body)
 
 
-def _body(raw: bytes, content_type: str) -> Any:
-    text = raw[:MAX_RECORDED_BODY].decode("utf-8", "replace")
-    if len(raw) > MAX_RECORDED_BODY:
-        return text + "…"
+def _read_limit(secrets: set[str]) -> int:
+    """Enough bytes that a secret starting within the recorded part is read whole, so it can be scrubbed."""
+    return MAX_RECORDED_BODY + max((len(secret.encode()) for secret in secrets), default=0) + 1
+
+
+def _bounded_text(raw: bytes, secrets: set[str], *, cut: bool = False) -> str:
+    """The body as recorded: secrets scrubbed first, then cut (cutting first could leave part of one)."""
+    text = _scrub(raw.decode("utf-8", "replace"), secrets)
+    return text[:MAX_RECORDED_BODY] + "…" if cut or len(text) > MAX_RECORDED_BODY else text
+
+
+def _body(raw: bytes, content_type: str, secrets: set[str], *, cut: bool) -> Any:
+    if cut or len(raw) > MAX_RECORDED_BODY:
+        return _bounded_text(raw, secrets, cut=cut)
+    text = raw.decode("utf-8", "replace")
     if content_type.endswith("json"):
         try:
             return json.loads(text)

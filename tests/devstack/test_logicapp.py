@@ -237,6 +237,22 @@ async def test_a_large_answer_is_recorded_bounded(devstack):
     assert body == "x" * MAX_RECORDED_BODY + "…"
 
 
+@pytest.mark.parametrize("offset", [1, 20, 60])
+async def test_a_secret_across_the_recording_bound_is_scrubbed_whole(devstack, offset):
+    """A key echoed where the record is cut leaves no part of it behind (scrubbed before cutting)."""
+    key = devstack.endpoints["subscription_key"]
+
+    async def echo_at_the_cut(request: web.Request) -> web.Response:
+        sent = request.headers["Ocp-Apim-Subscription-Key"]
+        return web.Response(text="x" * (MAX_RECORDED_BODY - offset) + sent + "y" * 100, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/cut", echo_at_the_cut)
+    body = (await _run_against(devstack, app, "/cut"))["actions"][ACTION]["outputs"]["body"]
+    assert body.endswith("…")
+    assert key[:offset] not in body.removeprefix("x" * (MAX_RECORDED_BODY - offset))
+
+
 # --- the schedule ---------------------------------------------------------------------------
 
 async def test_the_recurrence_fires_on_its_schedule(devstack, endpoints, tmp_path):

@@ -5,7 +5,9 @@ starts and refuses to start, with a PolicyError naming each file and element, on
 anything it does not implement. The named values the files use are filled from the
 stand-in's own configuration, as Bicep fills them in Azure.
 
-Modules: `api` (api.json, routes, scope composition), `policy` (XML to statements),
+Modules: `api` (api.json, routes), `registry` (every policy element the stand-in
+implements, with its reader and handler; how to add one is there), `statements`
+(the statements and `<base />` composition), `reader` (XML to statements),
 `expressions` (the policy expressions we support), `jwt_validation` and `openid`
 (token checks and signing keys), `gateway` (the request pipeline), `errors` (APIM's
 error bodies and our refusal).
@@ -26,6 +28,7 @@ from devstack.apim.api import Api, load_api
 from devstack.apim.errors import PolicyError
 from devstack.apim.gateway import Gateway
 from devstack.apim.openid import HttpMetadataSource, MetadataSource
+from devstack.apim.registry import handlers
 from devstack.config import ApiApp, ExtraApi
 from devstack.faults import fault_middleware
 from devstack.state import StackState
@@ -103,6 +106,7 @@ def create_app(state: StackState, *, metadata_source: MetadataSource | None = No
         entra_config_url=state.endpoints["openid_config_url"],
         keys=keys,
         session=lambda: app[SESSION],
+        handlers=handlers(),
     ) for api, backend_prefix in apis]
 
     async def handle(request: web.Request) -> web.StreamResponse:

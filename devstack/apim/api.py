@@ -15,14 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.apim.errors import PolicyError
-from devstack.apim.policy import (
-    DEFAULT_GLOBAL_POLICY,
-    INHERIT_ALL,
-    EffectivePolicy,
-    PolicyDocument,
-    compose,
-    read_policy,
-)
+from devstack.apim.reader import read_policy
+from devstack.apim.registry import ELEMENTS
+from devstack.apim.statements import DEFAULT_GLOBAL_POLICY, INHERIT_ALL, EffectivePolicy, PolicyDocument, compose
 
 API_FILE = "api.json"
 API_POLICY_FILE = "api-policy.xml"
@@ -106,7 +101,8 @@ def load_api(policy_dir: Path, named_values: Mapping[str, str], *, entra_tenant_
         path = policy_dir / file_name
         if optional and not path.exists():
             return DEFAULT_GLOBAL_POLICY
-        document, found = read_policy(path, named_values, scope=scope, entra_tenant_id=entra_tenant_id)
+        document, found = read_policy(path, named_values, scope=scope, elements=ELEMENTS,
+                                      entra_tenant_id=entra_tenant_id)
         problems.extend(found)
         return document
 

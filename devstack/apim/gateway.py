@@ -12,16 +12,15 @@ import asyncio
 import logging
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 from yarl import URL
 
-from devstack.apim.api import Api, Route
 from devstack.apim.errors import (
     INTERNAL_SERVER_ERROR,
     INVALID_SUBSCRIPTION_KEY,
@@ -34,7 +33,7 @@ from devstack.apim.errors import (
 from devstack.apim.expressions import Expression, ExpressionEvaluationError
 from devstack.apim.jwt_validation import TokenRejected, extract_token, rules_for, validate
 from devstack.apim.openid import MetadataSource
-from devstack.apim.policy import (
+from devstack.apim.statements import (
     ForwardRequest,
     SetHeader,
     SetQueryParameter,
@@ -43,6 +42,12 @@ from devstack.apim.policy import (
     ValidateJwt,
     Value,
 )
+
+if TYPE_CHECKING:
+    from devstack.apim.api import Api, Route
+
+# How a statement runs: registry.ELEMENTS maps each element to one of the Gateway methods below.
+Handler = Callable[["Gateway", Any, str, "Exchange"], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +86,10 @@ class Exchange:
 
 class Gateway:
     def __init__(self, api: Api, *, service_url: str, subscription_key: str, entra_config_url: str,
-                 keys: MetadataSource, session: Callable[[], aiohttp.ClientSession]) -> None:
+                 keys: MetadataSource, session: Callable[[], aiohttp.ClientSession],
+                 handlers: Mapping[type, Handler]) -> None:
         self.api = api
+        self.handlers = handlers  # statement type -> the method that runs it (registry.handlers())
         self.service_url = service_url.rstrip("/")  # the API's serviceUrl in Azure
         self.subscription_key = subscription_key
         self.entra_config_url = entra_config_url
@@ -135,28 +142,30 @@ class Gateway:
                        body=error_body(failure.status, failure.message, activity_id))
 
     async def _apply(self, statement: Statement, section: str, exchange: Exchange) -> None:
+        handler = self.handlers.get(type(statement))
+        if handler is None:  # the registry's test makes this unreachable; <base /> is gone after compose()
+            raise AssertionError(f"no handler for {statement!r}")
         try:
-            match statement:
-                case ValidateJwt() | ValidateAzureAdToken():
-                    await self._validate_token(statement, exchange)
-                case SetHeader():
-                    target = exchange.headers if section in _REQUEST_SECTIONS else self._response(exchange).headers
-                    values = [self._evaluate(v, exchange) for v in statement.values]
-                    _set(target, statement.name, statement.exists_action, values,
-                         concatenate=statement.name.lower() not in _NOT_CONCATENATED)
-                case SetQueryParameter():
-                    values = [self._evaluate(v, exchange) for v in statement.values]
-                    _set(exchange.query, statement.name, statement.exists_action, values, concatenate=False)
-                case ForwardRequest():
-                    await self._forward(statement, exchange)
-                case _:  # policy.py only produces the statements above; <base /> is gone after compose()
-                    raise AssertionError(f"unexpected statement {statement!r}")
+            await handler(self, statement, section, exchange)
         except ExpressionEvaluationError as exc:
             log.warning("policy expression failed: %s", exc)
             raise PolicyFailure(500, INTERNAL_SERVER_ERROR, reason="ExpressionValueEvaluationFailure",
                                 source=type(statement).__name__, with_activity_id=True) from exc
 
-    async def _validate_token(self, statement: ValidateJwt | ValidateAzureAdToken, exchange: Exchange) -> None:
+    # -- one method per statement type (registry.ELEMENTS says which) --
+
+    async def set_header(self, statement: SetHeader, section: str, exchange: Exchange) -> None:
+        target = exchange.headers if section in _REQUEST_SECTIONS else self._response(exchange).headers
+        values = [self._evaluate(v, exchange) for v in statement.values]
+        _set(target, statement.name, statement.exists_action, values,
+             concatenate=statement.name.lower() not in _NOT_CONCATENATED)
+
+    async def set_query_parameter(self, statement: SetQueryParameter, section: str, exchange: Exchange) -> None:
+        values = [self._evaluate(v, exchange) for v in statement.values]
+        _set(exchange.query, statement.name, statement.exists_action, values, concatenate=False)
+
+    async def validate_token(self, statement: ValidateJwt | ValidateAzureAdToken, section: str,
+                             exchange: Exchange) -> None:
         source = "validate-jwt" if isinstance(statement, ValidateJwt) else "validate-azure-ad-token"
         rules = rules_for(statement, self.entra_config_url)
         try:
@@ -171,7 +180,7 @@ class Gateway:
         if statement.output_variable:
             exchange.variables[statement.output_variable] = jwt
 
-    async def _forward(self, statement: ForwardRequest, exchange: Exchange) -> None:
+    async def forward_request(self, statement: ForwardRequest, section: str, exchange: Exchange) -> None:
         url = URL(self.service_url + exchange.route.path, encoded=True)
         if exchange.query:
             url = url.with_query(exchange.query)

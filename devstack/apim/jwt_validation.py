@@ -22,7 +22,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from devstack.apim.expressions import Expression, ExpressionContext, Jwt
 from devstack.apim.openid import MetadataError, MetadataSource
-from devstack.apim.policy import RequiredClaim, SigningKey, TokenCheck, ValidateAzureAdToken, ValidateJwt
+from devstack.apim.statements import IssuerSigningKey, RequiredClaim, TokenCheck, ValidateAzureAdToken, ValidateJwt
 from devstack.entra import v1_issuer, v2_issuer
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class TokenRules:
     audiences: tuple[str, ...] = ()
     issuers: tuple[str, ...] = ()
     metadata_urls: tuple[str, ...] = ()
-    signing_keys: tuple[SigningKey, ...] = ()
+    signing_keys: tuple[IssuerSigningKey, ...] = ()
     required_claims: tuple[RequiredClaim, ...] = ()
     client_application_ids: tuple[str, ...] = ()
     require_scheme: str | None = None

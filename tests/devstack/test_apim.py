@@ -25,7 +25,7 @@ from devstack import DevStack
 from devstack.apim import create_app
 from devstack.apim.jwt_validation import TokenRejected, TokenRules, validate
 from devstack.apim.openid import HttpMetadataSource, MetadataError, OpenIdMetadata, StaticMetadataSource
-from devstack.apim.policy import RequiredClaim, SigningKey
+from devstack.apim.statements import IssuerSigningKey, RequiredClaim
 from devstack.config import PROJECT_ROOT, load_config
 from devstack.entra import EntraSigningKey, TokenIssuer, v1_issuer, v2_issuer
 from devstack.state import StackState
@@ -445,14 +445,14 @@ async def test_clock_skew_allows_a_just_expired_token(issuer, keys):
 
 async def test_issuer_signing_keys_rsa_and_symmetric(issuer, keys):
     jwk = issuer.jwks()["keys"][0]
-    rsa_rules = TokenRules(signing_keys=(SigningKey(kid=jwk["kid"], n=jwk["n"], e=jwk["e"]),))
+    rsa_rules = TokenRules(signing_keys=(IssuerSigningKey(kid=jwk["kid"], n=jwk["n"], e=jwk["e"]),))
     await validate(issuer.sign(_claims(issuer)), rsa_rules, keys)
     secret = b"0123456789abcdef0123456789abcdef"
     hs_token = jwt.encode(_claims(issuer), secret, algorithm="HS256")
-    await validate(hs_token, TokenRules(signing_keys=(SigningKey(secret=secret),)), keys)
+    await validate(hs_token, TokenRules(signing_keys=(IssuerSigningKey(secret=secret),)), keys)
     with pytest.raises(TokenRejected):
-        await validate(hs_token, TokenRules(signing_keys=(SigningKey(secret=b"another secret of 32 bytes!!!!!!"),)),
-                       keys)
+        other = IssuerSigningKey(secret=b"another secret of 32 bytes!!!!!!")
+        await validate(hs_token, TokenRules(signing_keys=(other,)), keys)
 
 
 async def test_an_rsa_public_key_is_never_an_hmac_secret(issuer, keys):

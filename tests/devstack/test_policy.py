@@ -9,7 +9,9 @@ import pytest
 
 from devstack.apim import PolicyError, create_app, load_gateway_api, named_values
 from devstack.apim.expressions import Jwt, compile_expression
-from devstack.apim.policy import (
+from devstack.apim.reader import load_policy
+from devstack.apim.registry import ELEMENTS
+from devstack.apim.statements import (
     Base,
     ForwardRequest,
     PolicyDocument,
@@ -18,7 +20,6 @@ from devstack.apim.policy import (
     ValidateAzureAdToken,
     ValidateJwt,
     compose,
-    load_policy,
 )
 from devstack.config import PROJECT_ROOT, load_config
 from devstack.state import StackState
@@ -214,7 +215,8 @@ def test_load_policy_substitutes_named_values_after_parsing(tmp_path):
     path = tmp_path / "p.xml"
     path.write_text('<policies><inbound><set-header name="X"><value>{{v}}</value></set-header></inbound>'
                     "<backend /><outbound /><on-error /></policies>", encoding="utf-8")
-    document = load_policy(path, {"v": "</value><foo/>"}, scope="global")  # a value cannot add elements
+    # A value cannot add elements.
+    document = load_policy(path, {"v": "</value><foo/>"}, scope="global", elements=ELEMENTS)
     assert document.sections["inbound"] == (SetHeader("X", values=("</value><foo/>",)),)
 
 
@@ -234,3 +236,45 @@ def test_the_supported_expressions_read_the_caller_token():
     assert roles.evaluate(Context({"roles": ["A", "B"]})) == "A,B"
     assert roles.evaluate(Context({})) == ""
     assert compile_expression('@(context.Request.Headers.GetValueOrDefault("x", ""))') is None
+
+
+# --- the registry: every statement type has one element, a reader and a handler ----------
+
+SAMPLES = {  # the smallest document each element can appear in, to show its reader produces its statement
+    "base": "<base />",
+    "validate-jwt": '<validate-jwt header-name="Authorization"><openid-config url="https://x/" /></validate-jwt>',
+    "validate-azure-ad-token": '<validate-azure-ad-token tenant-id="{{tenant-id}}" />',
+    "set-header": '<set-header name="X-A" exists-action="override"><value>a</value></set-header>',
+    "set-query-parameter": '<set-query-parameter name="a" exists-action="delete" />',
+    "forward-request": "<forward-request />",
+}
+
+
+def test_the_registry_covers_every_statement_type_once():
+    from typing import get_args
+
+    from devstack.apim.statements import Statement
+
+    kinds = [element.statement for element in ELEMENTS.values()]
+    assert sorted(kinds, key=lambda k: k.__name__) == sorted(get_args(Statement), key=lambda k: k.__name__)
+    assert len(set(kinds)) == len(kinds)
+    assert set(SAMPLES) == set(ELEMENTS)  # a new element needs a sample here too
+
+
+@pytest.mark.parametrize("tag", sorted(SAMPLES))
+def test_each_elements_reader_produces_its_statement_and_it_has_a_handler(tag, state, tmp_path):
+    element = ELEMENTS[tag]
+    section = next(s for s in ("inbound", "backend", "outbound", "on-error") if s in element.sections)
+    scope = "api" if tag == "base" else "global"
+    body = {s: (SAMPLES[tag] if s == section else "") for s in ("inbound", "backend", "outbound", "on-error")}
+    path = tmp_path / "policy.xml"
+    path.write_text("<policies>" + "".join(f"<{s}>{x}</{s}>" for s, x in body.items()) + "</policies>",
+                    encoding="utf-8")
+    document = load_policy(path, named_values(state), scope=scope, elements=ELEMENTS,
+                           entra_tenant_id=state.config.tenant_id)
+    [statement] = document.sections[section]
+    assert type(statement) is element.statement
+    if tag != "base":  # <base /> never runs: compose() replaces it
+        from devstack.apim.gateway import Gateway
+
+        assert element.run is not None and getattr(Gateway, element.run.__name__) is element.run

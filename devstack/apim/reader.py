@@ -1,16 +1,12 @@
-"""APIM policy documents: the XML that infra/ deploys, read into typed statements.
+"""The XML reader: infra/'s policy files into statements (`statements`).
 
 Reading is strict on purpose. An element, attribute or policy expression that the
 stand-in does not implement is reported with its file and place, all problems at
 once, and the stand-in refuses to start (PolicyError): a security policy that is
 silently skipped is worse than none. Named values (`{{name}}`) are substituted
 after parsing, so a value can never change the XML's structure; an unknown name is
-a problem too.
-
-Scopes compose as in APIM: each section's `<base />` is replaced by the parent
-scope's statements for that section (global -> API -> operation; products are not
-modelled). With no global-policy.xml the stand-in uses APIM's default global
-policy, which only forwards the request.
+a problem too. Which elements exist, where they may appear and which method reads
+each is the registry's (`registry.ELEMENTS`), passed in by the caller.
 """
 
 from __future__ import annotations
@@ -20,181 +16,70 @@ import binascii
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devstack.apim.errors import PolicyError
-from devstack.apim.expressions import Expression, compile_expression, is_expression, known_expressions
+from devstack.apim.expressions import compile_expression, is_expression, known_expressions
+from devstack.apim.statements import (
+    SCOPES,
+    SECTIONS,
+    Base,
+    ForwardRequest,
+    IssuerSigningKey,
+    PolicyDocument,
+    RequiredClaim,
+    SetHeader,
+    SetQueryParameter,
+    Statement,
+    ValidateAzureAdToken,
+    ValidateJwt,
+    Value,
+)
 
-SECTIONS = ("inbound", "backend", "outbound", "on-error")
-SCOPES = ("global", "api", "operation")
+if TYPE_CHECKING:
+    from devstack.apim.registry import Element
+
 _NAMED_VALUE = re.compile(r"\{\{([^{}]*)\}\}")
 # set-header cannot touch these in APIM either.
 _FIXED_HEADERS = {"connection", "content-length", "keep-alive", "transfer-encoding"}
 
-Value = str | Expression
 
-
-# --- statements ---------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Base:
-    """`<base />`: the parent scope's statements for this section run here."""
-
-
-@dataclass(frozen=True)
-class RequiredClaim:
-    name: str
-    values: tuple[str, ...]
-    match: str = "all"  # "all": every value must be present; "any": at least one
-    separator: str | None = None  # splits a single string claim into values
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    """An `<issuer-signing-keys><key>`: RSA modulus/exponent (Base64url) or a Base64 symmetric key."""
-
-    kid: str | None = None
-    n: str | None = None
-    e: str | None = None
-    secret: bytes | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class TokenCheck:
-    """What validate-jwt and validate-azure-ad-token have in common."""
-
-    header_name: str | None = None
-    query_parameter_name: str | None = None
-    token_value: Value | None = None
-    failed_status: int = 401
-    failed_message: str | None = None  # None: APIM's default message for the failure
-    output_variable: str | None = None
-    audiences: tuple[str, ...] = ()
-    required_claims: tuple[RequiredClaim, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True)
-class ValidateJwt(TokenCheck):
-    require_scheme: str | None = None
-    require_expiration_time: bool = True
-    require_signed_tokens: bool = True
-    clock_skew: int = 0
-    openid_config_urls: tuple[str, ...] = ()
-    signing_keys: tuple[SigningKey, ...] = ()
-    issuers: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True)
-class ValidateAzureAdToken(TokenCheck):
-    tenant_id: str
-    client_application_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class SetHeader:
-    name: str
-    exists_action: str = "override"
-    values: tuple[Value, ...] = ()
-
-
-@dataclass(frozen=True)
-class SetQueryParameter:
-    name: str
-    exists_action: str = "override"
-    values: tuple[Value, ...] = ()
-
-
-@dataclass(frozen=True)
-class ForwardRequest:
-    timeout: int = 300  # seconds to wait for the backend's response headers
-    follow_redirects: bool = False
-
-
-Statement = Base | ValidateJwt | ValidateAzureAdToken | SetHeader | SetQueryParameter | ForwardRequest
-
-
-@dataclass(frozen=True)
-class PolicyDocument:
-    """One scope's policy: statements per section."""
-
-    source: str
-    sections: Mapping[str, tuple[Statement, ...]]
-
-
-@dataclass(frozen=True)
-class EffectivePolicy:
-    """What runs for one operation once scopes are composed: no `<base />` left."""
-
-    sections: Mapping[str, tuple[Statement, ...]]
-
-    def __getitem__(self, section: str) -> tuple[Statement, ...]:
-        return self.sections[section]
-
-
-DEFAULT_GLOBAL_POLICY = PolicyDocument(
-    source="APIM's default global policy",
-    sections={"inbound": (), "backend": (ForwardRequest(),), "outbound": (), "on-error": ()},
-)
-INHERIT_ALL = PolicyDocument(source="no policy at this scope", sections={s: (Base(),) for s in SECTIONS})
-
-
-def compose(*documents: PolicyDocument) -> EffectivePolicy:
-    """Compose scopes, outermost (global) first."""
-    effective: dict[str, tuple[Statement, ...]] = {s: () for s in SECTIONS}
-    for document in documents:
-        for section in SECTIONS:
-            parent = effective[section]
-            effective[section] = tuple(
-                statement for item in document.sections[section]
-                for statement in (parent if isinstance(item, Base) else (item,))
-            )
-    forwards = sum(isinstance(s, ForwardRequest) for s in effective["backend"])
-    if forwards > 1:  # APIM allows one forward-request per effective policy
-        sources = ", ".join(d.source for d in documents)
-        raise PolicyError([f"{sources}: the composed <backend> section has {forwards} <forward-request> statements"])
-    return EffectivePolicy(sections=effective)
-
-
-# --- reading ------------------------------------------------------------------
-
-_STATEMENT_SECTIONS: dict[str, set[str]] = {
-    "base": set(SECTIONS),
-    "validate-jwt": {"inbound"},
-    "validate-azure-ad-token": {"inbound"},
-    "set-header": set(SECTIONS),
-    "set-query-parameter": {"inbound", "backend"},
-    "forward-request": {"backend"},
-}
 _EXISTS_ACTIONS = ("override", "skip", "append", "delete")
 _TOKEN_SOURCES = ("header-name", "query-parameter-name", "token-value")
 _TOKEN_CHECK_ATTRIBUTES = (*_TOKEN_SOURCES, "failed-validation-httpcode", "failed-validation-error-message",
                            "output-token-variable-name", "id")
 
 
-def read_policy(path: Path, named_values: Mapping[str, str], *, scope: str,
+def read_policy(path: Path, named_values: Mapping[str, str], *, scope: str, elements: Mapping[str, Element],
                 entra_tenant_id: str | None = None) -> tuple[PolicyDocument | None, list[str]]:
     """Read one policy file: (document, problems). The document is None if it could not be read."""
-    reader = _Reader(path, named_values, scope, entra_tenant_id)
+    reader = PolicyReader(path, named_values, scope, elements, entra_tenant_id)
     document = reader.read()
     return (document if not reader.problems else None), reader.problems
 
 
-def load_policy(path: Path, named_values: Mapping[str, str], *, scope: str,
+def load_policy(path: Path, named_values: Mapping[str, str], *, scope: str, elements: Mapping[str, Element],
                 entra_tenant_id: str | None = None) -> PolicyDocument:
     """Read one policy file or raise PolicyError listing its problems."""
-    document, problems = read_policy(path, named_values, scope=scope, entra_tenant_id=entra_tenant_id)
+    document, problems = read_policy(path, named_values, scope=scope, elements=elements,
+                                     entra_tenant_id=entra_tenant_id)
     if problems or document is None:
         raise PolicyError(problems)
     return document
 
 
-class _Reader:
-    """Reads one file, collecting every problem rather than stopping at the first."""
+class PolicyReader:
+    """Reads one file, collecting every problem rather than stopping at the first.
 
-    def __init__(self, path: Path, named_values: Mapping[str, str], scope: str, tenant_id: str | None) -> None:
+    The `read_*` methods read one policy element each; the registry names which.
+    """
+
+    def __init__(self, path: Path, named_values: Mapping[str, str], scope: str, elements: Mapping[str, Element],
+                 tenant_id: str | None) -> None:
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}")
+        self.elements = elements
         self.path = path
         self.named_values = named_values
         self.scope = scope
@@ -243,18 +128,16 @@ class _Reader:
         statements: list[Statement] = []
         for child in element:
             child_where = f"{where}/<{child.tag}>"
-            allowed = _STATEMENT_SECTIONS.get(child.tag)
-            if allowed is None:
+            spec = self.elements.get(child.tag)
+            if spec is None:
                 self.report(child_where, "this policy is not implemented by the devstack APIM stand-in "
-                            f"(it implements: {', '.join(sorted(_STATEMENT_SECTIONS))})")
+                            f"(it implements: {', '.join(sorted(self.elements))})")
                 continue
-            if element.tag not in allowed:
+            if element.tag not in spec.sections:
                 self.report(child_where, f"<{child.tag}> is not allowed in <{element.tag}> "
-                            f"(allowed in: {', '.join(sorted(allowed))})")
+                            f"(allowed in: {', '.join(s for s in SECTIONS if s in spec.sections)})")
                 continue
-            statement = self._statement(child, child_where)
-            if statement is not None:
-                statements.append(statement)
+            statements.append(spec.read(self, child, child_where))
         bases = sum(isinstance(s, Base) for s in statements)
         if bases and self.scope == "global":
             self.report(where, "<base /> has no parent at global scope")
@@ -262,20 +145,14 @@ class _Reader:
             self.report(where, "<base /> appears more than once")
         return tuple(statements)
 
-    def _statement(self, element: ET.Element, where: str) -> Statement | None:
-        if element.tag == "base":
-            self._attributes(element, where, ())
-            self._children(element, where, ())
-            return Base()
-        if element.tag == "forward-request":
-            return self._forward_request(element, where)
-        if element.tag in ("set-header", "set-query-parameter"):
-            return self._set_item(element, where)
-        if element.tag == "validate-jwt":
-            return self._validate_jwt(element, where)
-        return self._validate_azure_ad_token(element, where)
+    # -- one method per policy element (registry.ELEMENTS says which) --
 
-    def _forward_request(self, element: ET.Element, where: str) -> ForwardRequest:
+    def read_base(self, element: ET.Element, where: str) -> Base:
+        self._attributes(element, where, ())
+        self._children(element, where, ())
+        return Base()
+
+    def read_forward_request(self, element: ET.Element, where: str) -> ForwardRequest:
         attrs = self._attributes(element, where, ("timeout", "follow-redirects", "id"))
         self._children(element, where, ())
         return ForwardRequest(
@@ -283,18 +160,26 @@ class _Reader:
             follow_redirects=self._bool(attrs, "follow-redirects", where, False),
         )
 
-    def _set_item(self, element: ET.Element, where: str) -> SetHeader | SetQueryParameter:
+    def read_set_header(self, element: ET.Element, where: str) -> SetHeader:
+        name, action, values = self._set_item(element, where)
+        if name.lower() in _FIXED_HEADERS:
+            self.report(where, f"APIM cannot modify the {name} header")
+        return SetHeader(name=name, exists_action=action, values=values)
+
+    def read_set_query_parameter(self, element: ET.Element, where: str) -> SetQueryParameter:
+        name, action, values = self._set_item(element, where)
+        return SetQueryParameter(name=name, exists_action=action, values=values)
+
+    def _set_item(self, element: ET.Element, where: str) -> tuple[str, str, tuple[Value, ...]]:
+        """What set-header and set-query-parameter share: (name, exists-action, values)."""
         attrs = self._attributes(element, where, ("name", "exists-action", "id"), required=("name",))
         name = self._literal(attrs.get("name", ""), where, "name")
         action = self._literal(attrs.get("exists-action", "override"), where, "exists-action")
         if action not in _EXISTS_ACTIONS:
             self.report(where, f"exists-action must be one of {', '.join(_EXISTS_ACTIONS)}, not '{action}'")
-        if element.tag == "set-header" and name.lower() in _FIXED_HEADERS:
-            self.report(where, f"APIM cannot modify the {name} header")
         values = tuple(self._value(self._leaf_text(child, f"{where}/<value>", strip=False), f"{where}/<value>")
                        for child in self._children(element, where, ("value",)))
-        kind = SetHeader if element.tag == "set-header" else SetQueryParameter
-        return kind(name=name, exists_action=action, values=values)
+        return name, action, values
 
     def _token_check(self, where: str, attrs: dict[str, str]) -> dict[str, object]:
         """Parse what both token policies share; returns keyword arguments for TokenCheck."""
@@ -311,7 +196,7 @@ class _Reader:
             "output_variable": self._optional_literal(attrs, "output-token-variable-name", where),
         }
 
-    def _validate_jwt(self, element: ET.Element, where: str) -> ValidateJwt:
+    def read_validate_jwt(self, element: ET.Element, where: str) -> ValidateJwt:
         attrs = self._attributes(element, where, (*_TOKEN_CHECK_ATTRIBUTES, "require-expiration-time",
                                                   "require-scheme", "require-signed-tokens", "clock-skew"))
         common = self._token_check(where, attrs)
@@ -337,7 +222,7 @@ class _Reader:
             required_claims=self._required_claims(self._single(children, "required-claims", where), where),
         )
 
-    def _validate_azure_ad_token(self, element: ET.Element, where: str) -> ValidateAzureAdToken:
+    def read_validate_azure_ad_token(self, element: ET.Element, where: str) -> ValidateAzureAdToken:
         attrs = self._attributes(element, where, (*_TOKEN_CHECK_ATTRIBUTES, "tenant-id"), required=("tenant-id",))
         common = self._token_check(where, attrs)
         if not any(name in attrs for name in _TOKEN_SOURCES):
@@ -358,7 +243,7 @@ class _Reader:
 
     # -- child elements --
 
-    def _signing_keys(self, element: ET.Element | None, where: str) -> tuple[SigningKey, ...]:
+    def _signing_keys(self, element: ET.Element | None, where: str) -> tuple[IssuerSigningKey, ...]:
         if element is None:
             return ()
         where = f"{where}/<issuer-signing-keys>"
@@ -371,7 +256,7 @@ class _Reader:
             if "n" in attrs or "e" in attrs:
                 if not ("n" in attrs and "e" in attrs) or text:
                     self.report(key_where, "give both n and e (and no key text), or only a Base64 key as text")
-                keys.append(SigningKey(kid=kid, n=attrs.get("n"), e=attrs.get("e")))
+                keys.append(IssuerSigningKey(kid=kid, n=attrs.get("n"), e=attrs.get("e")))
                 continue
             try:
                 secret = base64.b64decode(self._literal(text, key_where, "text"), validate=True)
@@ -379,7 +264,7 @@ class _Reader:
                 secret = b""
             if not secret:
                 self.report(key_where, "the key must be a Base64 encoded symmetric key, or n and e of an RSA key")
-            keys.append(SigningKey(kid=kid, secret=secret))
+            keys.append(IssuerSigningKey(kid=kid, secret=secret))
         return tuple(keys)
 
     def _required_claims(self, element: ET.Element | None, where: str) -> tuple[RequiredClaim, ...]:

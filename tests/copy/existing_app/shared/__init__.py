@@ -1,0 +1,1 @@
+"""The existing app's own shared code (the template's folder must not overwrite it)."""

@@ -74,6 +74,17 @@ def test_deploy_workflow_uses_oidc_and_no_secrets() -> None:
     assert "bash .ci/run" in text  # the offline checks gate the deployment
 
 
+def test_every_workflow_that_provisions_validates_first() -> None:
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        text = _read(path)
+        starts = [text.index(c) for c in ("azd up --no-prompt", "azd provision --no-prompt") if c in text]
+        if not starts:
+            continue
+        first = min(starts)
+        for gate in ("az bicep lint --file infra/main.bicep", "az deployment sub validate"):
+            assert gate in text and text.index(gate) < first, f"{path.name}: {gate} not before provisioning"
+
+
 def test_deploy_workflow_is_the_one_azd_pipeline_config_looks_for() -> None:
     assert (WORKFLOWS / "azure-dev.yml").is_file()
     assert not (WORKFLOWS / "deploy.yml").exists()

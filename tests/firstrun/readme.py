@@ -27,7 +27,7 @@ README = ROOT / "README.md"
 KINDS = ("offline", "stand-in", "two-terminals", "suite", "slow", "core-tools", "azure", "windows")
 SHELLS = ("bash", "sh", "shell", "zsh", "powershell", "pwsh", "ps1")
 MARKER = re.compile(r"^<!-- readme-check: ([a-z-]+) -->$")
-FENCE = re.compile(r"^```\s*([A-Za-z0-9_-]*)\s*$")
+FENCE = re.compile(r"^\s*```\s*([A-Za-z0-9_-]*)\s*$")  # indented too: blocks inside list items
 # Shell words that are not programs anyone has to install.
 BUILTINS = frozenset({"source", ".", "eval", "export", "unset", "cd", "echo", "set", "test", "[", "sleep",
                       "kill", "wait", "true", "false", "exit", "printf", "read", "cp", "mkdir", "rm", "ls", "cat",

@@ -216,3 +216,18 @@ def test_every_local_function_url_is_a_route_of_the_app():
     assert paths, "the README no longer shows a call to the functions under Core Tools"
     for path in paths:
         assert any(route.match(path) is not None for route in routes), f"no function serves /api/{path}"
+    for name in re.findall(r"AzureWebJobs\.(\w+)\.Disabled", text):
+        assert name in app_functions(), f"the README disables '{name}', which is not one of the app's functions"
+
+
+def github_anchor(title: str) -> str:
+    """The id GitHub gives a heading: lower case, punctuation but - and _ dropped, spaces as -."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_to_a_section_finds_it():
+    assert github_anchor("The local stand-in: `python -m devstack`") == "the-local-stand-in-python--m-devstack"
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    anchors = {github_anchor(title) for title in re.findall(r"(?m)^#{1,6} (.+)$", text)}
+    for anchor in re.findall(r"\]\(#([^)]+)\)", text):
+        assert anchor in anchors, f"README.md links to #{anchor}, which no heading has"

@@ -1,7 +1,7 @@
 """What infra/ deploys matches the contracts the app and the devstack rely on.
 
-DESIGN.md §3 app settings; the API definition and policy files in infra/apim/ (the very files the
-devstack enforces); the named values those policies use; the app role names and token version the
+The app's settings (its own table, `shared.settings.SETTINGS`); the API definition and policy
+files in infra/apim/ (the very files the devstack enforces); the named values those policies use; the app role names and token version the
 devstack issues tokens with.
 """
 
@@ -13,27 +13,17 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from shared.settings import SETTINGS
 from tests.infra import bicep
 
 APIM_DIR = bicep.INFRA / "apim"
-DESIGN = bicep.ROOT.parent / "shared" / "DESIGN.md"
-
-# DESIGN.md §3, the app settings contract (re-read from DESIGN.md below when it is there).
+# The app settings contract: the default connection's settings and the exporter's two.
 DESIGN_SETTINGS = {
     "APIM_BASE_URL", "APIM_SUBSCRIPTION_KEY", "API_APP_ID_URI", "MANAGED_IDENTITY_CLIENT_ID",
     "MANAGED_IDENTITY_WRITE_CLIENT_ID", "AZURE_TENANT_ID", "TIMER_SCHEDULE", "TIMER_API_PATH",
     "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
 NAMED_VALUES = {"tenant-id", "api-app-id-uri", "api-client-id", "openid-config-url", "reader-role", "writer-role"}
-
-
-def _design_settings() -> set[str]:
-    text = DESIGN.read_text()
-    section = text.split("## 3.", 1)[1].split("\n## ", 1)[0]
-    return {name for row in section.splitlines() if row.startswith("| `")
-            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
 
 
 def _devstack_config() -> dict[str, Any]:
@@ -43,10 +33,9 @@ def _devstack_config() -> dict[str, Any]:
 # ---- app settings -------------------------------------------------------------------------------
 
 
-def test_design_section_3_is_what_these_tests_expect() -> None:
-    if not DESIGN.exists():
-        pytest.skip(f"{DESIGN} not found (it sits beside the repository in CI)")
-    assert _design_settings() == DESIGN_SETTINGS
+def test_the_contract_is_the_apps_own_settings_table() -> None:
+    exporter = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
+    assert {setting.name for setting in SETTINGS} | exporter == DESIGN_SETTINGS
 
 
 def test_every_design_setting_is_set_on_the_function_app(app_settings: dict[str, Any]) -> None:

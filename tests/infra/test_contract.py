@@ -1,8 +1,8 @@
 """What infra/ deploys matches the contracts the app and the devstack rely on.
 
 The app's settings (its own table, `shared.settings.SETTINGS`); the API definition and policy
-files in infra/apim/ (the very files the devstack enforces); the named values those policies use; the app role names and token version the
-devstack issues tokens with.
+files in infra/apim/ (the very files the devstack enforces); the named values those policies
+use; the app role names and token version the devstack issues tokens with.
 """
 
 from __future__ import annotations

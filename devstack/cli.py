@@ -34,6 +34,7 @@ from devstack.appsettings import (
     update_local_settings,
 )
 from devstack.config import StackConfig, load_config, parse_port
+from devstack.network import network_model
 from devstack.stack import DevStack, PortUnavailable, StackAlreadyRunning
 
 DEFAULT_STATE_DIR = Path(".devstack")
@@ -59,7 +60,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     ports = _ports(args, config)
     stop = threading.Event()
     _on_stop_signals(stop.set)  # before start(): a SIGTERM during startup still stops cleanly
-    stack = DevStack(config=config, state_dir=args.state_dir, ports=ports, run_schedules=True)
+    stack = DevStack(config=config, state_dir=args.state_dir, ports=ports, run_schedules=True, tls=args.tls)
+    try:
+        network_model(stack.state).update({"rtt_ms": args.rtt_ms, "connection_ms": args.connection_ms})
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     try:
         stack.start()
     except StackAlreadyRunning as exc:
@@ -373,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     identity_option(up)
     up.add_argument("--write-identity", help="identity for non-GET calls (default: writer with --identity reader, "
                     "else the same identity); with --functions")
+    up.add_argument("--tls", action="store_true",
+                    help="serve APIM over HTTPS too, with the stack's local CA "
+                    "(trust it: SSL_CERT_FILE=<state dir>/tls/ca-bundle.pem)")
+    up.add_argument("--rtt-ms", type=float, default=0.0, help="modelled round trip to APIM (devstack/network.py)")
+    up.add_argument("--connection-ms", type=float, default=0.0,
+                    help="modelled extra time of a new connection to APIM (TCP + TLS handshakes)")
     up.set_defaults(handler=cmd_up)
 
     settings = commands.add_parser("settings", help="write local.settings.json for `func start`")

@@ -11,6 +11,7 @@ from devstack import logicapp
 from devstack.backend import received_requests
 from devstack.faults import SERVICES, Fault, FaultSpecError
 from devstack.identity.platform import UnknownRole
+from devstack.network import add_control_routes
 from devstack.state import StackState
 
 STATE = web.AppKey("state", StackState)
@@ -140,4 +141,5 @@ def create_app(state: StackState) -> web.Application:
     app.router.add_delete("/identity/roles", change_role)
     app.router.add_post("/identity/signing-keys/rotate", rotate_signing_key)
     logicapp.add_control_routes(app, state)
+    add_control_routes(app, state)  # GET/PUT /network: the APIM delay model
     return app

@@ -154,13 +154,15 @@ class DevStack:
     """
 
     def __init__(self, config: StackConfig | None = None, state_dir: Path | str | None = None,
-                 ports: Mapping[str, int] | None = None, *, run_schedules: bool = False) -> None:
+                 ports: Mapping[str, int] | None = None, *, run_schedules: bool = False,
+                 tls: bool = False) -> None:
         self.state = StackState.create(config or load_config())
         self.state_dir = Path(state_dir) if state_dir else None
         self.ports = dict(ports or {})
         # The Logic App's Recurrence trigger fires on its schedule only when asked (`up` asks):
         # in tests and the demo a run starts only when they start it.
         self.run_schedules = run_schedules
+        self.tls = tls  # APIM over HTTPS too, with the stack's local CA (endpoints["ca_bundle"] trusts it)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runners: list[web.AppRunner] = []
@@ -223,14 +225,15 @@ class DevStack:
         factories = _app_factories()
         sockets = _bind_all(list(factories), self.ports)
         tls = self._local_tls()
-        urls = {name: f"{'https' if name in TLS_SERVICES else 'http'}://{LOOPBACK}:{sock.getsockname()[1]}"
+        served_over_tls = TLS_SERVICES | ({"apim"} if self.tls else set())
+        urls = {name: f"{'https' if name in served_over_tls else 'http'}://{LOOPBACK}:{sock.getsockname()[1]}"
                 for name, sock in sockets.items()}
         self.state.endpoints.update(describe(self.state, urls))
         server_context = tls.server_context()
         for name, factory in factories.items():
             runner = web.AppRunner(factory(self.state), access_log=None, shutdown_timeout=1)
             await runner.setup()
-            context = server_context if name in TLS_SERVICES else None
+            context = server_context if name in served_over_tls else None
             await web.SockSite(runner, sockets[name], ssl_context=context).start()
             self._runners.append(runner)
         await logicapp.start(self.state, workflow, schedule=self.run_schedules)

@@ -31,6 +31,7 @@ from devstack.apim.openid import HttpMetadataSource, MetadataSource
 from devstack.apim.registry import handlers
 from devstack.config import ApiApp, ExtraApi
 from devstack.faults import fault_middleware
+from devstack.network import network_middleware
 from devstack.state import StackState
 
 __all__ = ["PolicyError", "create_app", "load_gateway_api", "named_values"]
@@ -87,6 +88,7 @@ def create_app(state: StackState, *, metadata_source: MetadataSource | None = No
     # backend's /<name> part (the API's own serviceUrl in Azure).
     apis += [(load_extra_api(state, extra), f"/{extra.name}") for extra in state.config.extra_apis]
     app = web.Application(middlewares=[
+        network_middleware(state),  # the modelled network is outside the gateway
         _count_requests(state),  # first, so that injected faults are counted too
         fault_middleware("apim", state.faults, error_body=_fault_body),
     ])

@@ -25,11 +25,14 @@ DEFAULT_TIMER_API_PATH = "/status"
 # The stand-in is offline: keep the Azure Monitor exporter from calling
 # Microsoft's own endpoints. Statsbeat reports to a fixed Azure host and the
 # OneSettings control plane polls settings.sdk.monitor.azure.com; customer
-# SDK stats would only add noise to the stand-in's telemetry.
+# SDK stats would only add noise to the stand-in's telemetry. Outside Azure the
+# distro's VM resource detector asks the VM metadata endpoint (169.254.169.254)
+# for 0.2 s on the first invocation; in Functions it skips that, and so does the stand-in.
 OFFLINE_EXPORTER_SETTINGS = {
     "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
     "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
     "APPLICATIONINSIGHTS_SDKSTATS_DISABLED": "true",
+    "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "azure_app_service",
 }
 
 

@@ -1,14 +1,16 @@
-"""Benchmarks (issue 5): how close the app comes to one HTTP round trip to APIM.
+"""Benchmarks: what the app costs the user per call, on a cold start and in memory.
 
-Run `python -m benchmarks [--quick] [--out results.json]`. Everything runs on
-this machine against the devstack, which runs in its own process (`python -m
-devstack up`) so that the stand-ins never share a GIL with what is measured.
-Each measurement runs in a fresh child process of its own:
+Run `python -m benchmarks [--quick] [--out results.json]`; benchmarks/README.md has
+the method. Everything runs on this machine against the devstack, which runs in
+its own process (`python -m devstack up --tls`) so that the stand-ins never
+share a GIL with what is measured. Each measurement runs in a fresh child
+process of its own:
 
-    calls      floor, this app, the naive baseline and the lean reference, interleaved (sequential and c=64)
-    storm      1000 concurrent invocations on a cold process; token requests counted at the stand-in
-    coldstart  process start to `import function_app` done, against a dependency-only floor
-    memory     RSS growth over 10,000 invocations
+    instructions  instructions per call under callgrind, floor and app, in both sampling regimes
+    calls         steady-state counts, client CPU and latency on loopback and over a modelled network
+    storm         1000 concurrent invocations on a cold process; token requests counted at the stand-in
+    memory        RSS after 1,000 calls above the dependency floor, and growth over 10,000 more
+    coldstart     process start to the first answer, against the same dependencies doing it raw
 
 Development tooling: `.funcignore` keeps this package out of the deployed app.
 """

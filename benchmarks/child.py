@@ -1,4 +1,4 @@
-"""Run one measurement in a fresh child process and read back its JSON result.
+"""Run measurements in fresh child processes and read back their JSON results.
 
 Each measurement gets its own interpreter: "cold process" means cold, the
 telemetry configuration is per process, and what one measurement
@@ -12,7 +12,8 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +26,50 @@ class ChildError(RuntimeError):
     """A measurement process failed; the message has the end of its output."""
 
 
-def run_child(module: str, endpoints_file: Path, cpus: Collection[int] | None, **options: Any) -> dict[str, Any]:
-    """`python -m <module> --endpoints FILE --result TMP --options JSON` on `cpus`; its result document."""
+@dataclass(frozen=True)
+class Child:
+    """`[prefix…] python -m <module> --endpoints FILE --result TMP --options JSON`."""
+
+    module: str
+    options: dict[str, Any] = field(default_factory=dict)
+    prefix: Sequence[str] = ()  # e.g. valgrind's command line
+
+
+def run_child(module: str, endpoints_file: Path, cpus: Collection[int] | None, env: Mapping[str, str] | None = None,
+              **options: Any) -> dict[str, Any]:
+    """One child on `cpus`; its result document."""
+    return run_children([Child(module, options)], endpoints_file, cpus, env)[0]
+
+
+def run_children(children: Sequence[Child], endpoints_file: Path, cpus: Collection[int] | None,
+                 env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Several children at once (for counts, which do not depend on timing); their results in order."""
     with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
-        result_file = Path(scratch) / "result.json"
-        command = [sys.executable, "-m", module, "--endpoints", str(endpoints_file), "--result", str(result_file),
-                   "--options", json.dumps(options)]
-        completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                                   timeout=CHILD_TIMEOUT_SECONDS, check=False,
-                                   preexec_fn=pinned_to(cpus))  # the parent has no threads
-        if completed.returncode != 0 or not result_file.exists():
-            tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-30:])
-            raise ChildError(f"{module} failed with exit status {completed.returncode}:\n{tail}")
-        return json.loads(result_file.read_text(encoding="utf-8"))
+        running = []
+        for number, child in enumerate(children):
+            result_file = Path(scratch) / f"result-{number}.json"
+            log = open(Path(scratch) / f"output-{number}.txt", "w+", encoding="utf-8")  # noqa: SIM115 - closed below
+            command = [*child.prefix, sys.executable, "-m", child.module, "--endpoints", str(endpoints_file),
+                       "--result", str(result_file), "--options", json.dumps(child.options)]
+            process = subprocess.Popen(command, cwd=ROOT, env=dict(env) if env is not None else None, stdout=log,
+                                       stderr=subprocess.STDOUT, text=True,
+                                       preexec_fn=pinned_to(cpus))  # the parent has no threads
+            running.append((child, process, log, result_file))
+        results = []
+        for child, process, log, result_file in running:
+            try:
+                returncode = process.wait(timeout=CHILD_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                returncode = process.wait()
+            log.seek(0)
+            output = log.read()
+            log.close()
+            if returncode != 0 or not result_file.exists():
+                tail = "\n".join(output.splitlines()[-30:])
+                raise ChildError(f"{child.module} failed with exit status {returncode}:\n{tail}")
+            results.append(json.loads(result_file.read_text(encoding="utf-8")))
+        return results
 
 
 def child_arguments(description: str) -> tuple[dict[str, Any], dict[str, Any], Path]:

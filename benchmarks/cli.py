@@ -1,8 +1,9 @@
-"""`python -m benchmarks [--quick] [--out results.json] [--check] [--no-pin]`: the app against one round trip.
+"""`python -m benchmarks [--quick] [--out results.json] [--check] [--no-pin]`: what the app costs its user.
 
-Starts the devstack in its own process, runs each measurement in a fresh child
-process against it, prints a table of the ratios against their targets, and
-writes everything measured as JSON.
+Starts the devstack in its own process (APIM over real TLS, a local CA trusted
+through SSL_CERT_FILE), runs each measurement in a fresh child process against
+it, prints a table of the figures against their targets, and writes everything
+measured as JSON. See benchmarks/README.md for the method.
 
 On Linux with two or more CPUs the devstack gets one CPU and the measured
 processes another, as APIM and the function app would have machines of their
@@ -23,35 +24,33 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks import coldstart, host, report
-from benchmarks.child import ChildError, run_child
+from benchmarks import callgrind, coldstart, host, report
+from benchmarks.child import Child, ChildError, run_child, run_children
 from benchmarks.stack import StackError, StackProcess
 
-# How much of each measurement a run does. `quick` fits in a minute on two cores; the full
-# run takes about three and gives steadier tails. Per telemetry mode (benchmarks.host.TELEMETRY):
-# `rounds` sequential rounds of one floor, app and lean call, `naive_calls` naive calls spread among them, and
-# `throughput_rounds` rounds of one floor and one app block of `throughput_calls` at c=64.
+# How much of each measurement a run does. `quick` fits in a minute on two cores; the full run
+# takes a few and gives steadier medians. `calls`: app calls counted per callgrind regime;
+# `loopback_rounds` rounds of one floor and one app call; `network` rounds of floor, app and
+# naive per modelled RTT (ms); `throughput_rounds` rounds of one floor and one app block at c=64.
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
-        "deployed": {"rounds": 800, "naive_calls": 30, "throughput_rounds": 14, "throughput_calls": 150},
-        "every": {"rounds": 300, "naive_calls": 0, "throughput_rounds": 6, "throughput_calls": 150},
-        "cold_start_samples": 5,
-        "memory_invocations": 10_000,
+        "instructions": {"calls": 40},
+        "calls": {"steady_calls": 200, "loopback_rounds": 400, "network": {"2": 40, "10": 100, "30": 12},
+                  "throughput_rounds": 6, "throughput_calls": 150},
+        "cold_start_samples": 3,
+        "memory": {"first": 1000, "invocations": 10_000},
     },
     "full": {
-        "deployed": {"rounds": 5000, "naive_calls": 150, "throughput_rounds": 40, "throughput_calls": 300},
-        "every": {"rounds": 3000, "naive_calls": 0, "throughput_rounds": 20, "throughput_calls": 300},
-        "off": {"rounds": 3000, "naive_calls": 0, "throughput_rounds": 20, "throughput_calls": 300},
-        "cold_start_samples": 15,
-        "memory_invocations": 10_000,
+        "instructions": {"calls": 200},
+        "calls": {"steady_calls": 1000, "loopback_rounds": 3000, "network": {"2": 300, "10": 400, "30": 100},
+                  "throughput_rounds": 20, "throughput_calls": 300},
+        "cold_start_samples": 9,
+        "memory": {"first": 1000, "invocations": 10_000},
     },
 }
-PATH = "status"  # GET /status on the sample API: the cheapest call, so the app's overhead shows most
 STORM_INVOCATIONS = 1000
-CONCURRENCY = 64
 PACKAGES = ("azure-functions", "azure-core", "azure-identity", "aiohttp", "opentelemetry-sdk",
-            "azure-monitor-opentelemetry", "azure-monitor-opentelemetry-exporter",
-            "opentelemetry-instrumentation-aiohttp-client")
+            "azure-monitor-opentelemetry", "azure-monitor-opentelemetry-exporter")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,29 +92,54 @@ def run(profile: dict[str, Any], cpus: dict[str, list[int] | None]) -> dict[str,
     def progress(what: str) -> None:
         print(f"[{time.monotonic() - started:5.1f} s] {what}", file=sys.stderr, flush=True)
 
-    results: dict[str, Any] = {"calls": {}, "cpus": cpus}
-    with tempfile.TemporaryDirectory(prefix="benchmarks-") as scratch:
-        progress(f"starting the devstack in its own process (CPUs: {cpus['devstack'] or 'any'})")
-        with StackProcess(Path(scratch) / "devstack", cpus["devstack"]) as stack:
+    results: dict[str, Any] = {"cpus": cpus}
+    with tempfile.TemporaryDirectory(prefix="benchmarks-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        progress(f"starting the devstack, APIM over TLS, in its own process (CPUs: {cpus['devstack'] or 'any'})")
+        with StackProcess(scratch / "devstack", cpus["devstack"], tls=True) as stack:
             endpoints_file = stack.state_dir / "endpoints.json"
-            for telemetry in ("deployed", "every", "off"):
-                if telemetry not in profile:
-                    continue
-                progress(f"floor / app{' / naive' if profile[telemetry]['naive_calls'] else ''}, interleaved "
-                         f"(app telemetry: {telemetry}; CPUs: {measured or 'any'})")
-                results["calls"][telemetry] = run_child("benchmarks.calls", endpoints_file, measured,
-                                                        telemetry=telemetry, path=PATH, **profile[telemetry])
+            env = host.process_environment(stack.endpoints)
+            app_env = {**env, **host.settings_for(stack.endpoints)}  # the host sets them before the worker starts
+            modules_file = scratch / "modules.json"
+            coldstart.dependency_modules(app_env, modules_file)
+            progress("side by side (sizes and counts, not timings): instructions under callgrind in both "
+                     "sampling regimes, memory of the app and of its floor")
+            results.update(counts(profile, endpoints_file, env, scratch, modules_file))
             progress(f"token storm: {STORM_INVOCATIONS} concurrent invocations on a cold process")
-            results["storm"] = run_child("benchmarks.storm", endpoints_file, measured, invocations=STORM_INVOCATIONS)
-            progress(f"memory: {profile['memory_invocations']:,} invocations")
-            results["memory"] = run_child("benchmarks.memory", endpoints_file, measured,
-                                          invocations=profile["memory_invocations"], concurrency=CONCURRENCY)
-            progress("cold start: import function_app vs its dependencies")
-            results["cold_start"] = coldstart.measure(host.settings_for(stack.endpoints),
+            results["storm"] = run_child("benchmarks.storm", endpoints_file, measured, env,
+                                         invocations=STORM_INVOCATIONS)
+            progress(f"timings: steady state, loopback, modelled network, throughput (CPUs: {measured or 'any'})")
+            results["calls"] = run_child("benchmarks.calls", endpoints_file, measured, env, telemetry="deployed",
+                                         **profile["calls"])
+            progress("timings: cold start, first answer of the app against its dependencies doing it raw")
+            results["cold_start"] = coldstart.measure(app_env, modules_file, endpoints_file,
                                                       profile["cold_start_samples"], measured)
         progress("done")
     results["elapsed_s"] = time.monotonic() - started
     return results
+
+
+def counts(profile: dict[str, Any], endpoints_file: Path, env: dict[str, str], scratch: Path,
+           modules_file: Path) -> dict[str, Any]:
+    """Instructions (callgrind, when it can run here) and memory: children run side by side."""
+    children = [
+        Child("benchmarks.memory", {"kind": "app", **profile["memory"]}),
+        Child("benchmarks.memory", {"kind": "floor", "modules_file": str(modules_file), **profile["memory"]}),
+    ]
+    regimes = ("dropped", "every")  # most traces dropped, every trace kept
+    unavailable = callgrind.available()
+    if unavailable:
+        print(f"benchmarks: {unavailable}: no instruction counts", file=sys.stderr)
+    else:
+        for regime in regimes:
+            (scratch / regime).mkdir()
+            children.append(Child("benchmarks.instructions", {"telemetry": regime, **profile["instructions"]},
+                                  prefix=callgrind.command(scratch / regime)))
+    app_memory, floor_memory, *counted = run_children(children, endpoints_file, None, env)
+    found: dict[str, Any] = {"unavailable": unavailable} if unavailable else {
+        regime: {**result, "totals": callgrind.totals(scratch / regime)}
+        for regime, result in zip(regimes, counted, strict=True)}
+    return {"memory": {"app": app_memory, "floor": floor_memory}, "instructions": found}
 
 
 def machine() -> dict[str, Any]:

@@ -1,36 +1,34 @@
-"""Cold start: process start to `import function_app` done, against a dependency-only floor.
+"""Cold start: process start to the first successful answer, against the same dependencies doing it raw.
 
-The floor is a process that imports exactly the modules that importing the app
-loads, except the app's own (`function_app`, `shared.*`), in the same order. The
-ratio is therefore what the app's own code adds at import: decorators, settings
-objects, telemetry instruments, anything done eagerly. Both kinds of process
-count, with Python audit hooks, the network calls made while importing: the
-app must make none.
+    app    `import function_app`, then one invocation of `apim_proxy`: settings read, telemetry
+           configured (configure_azure_monitor), credential and pipeline built, one token
+           requested, one TLS connection opened, one call answered
+    floor  a process that imports exactly the modules the app had loaded by then, except the
+           app's own (`function_app`, `shared.*`), in the same order, then makes one raw token
+           request and one raw call (benchmarks.floor)
 
-For context (no target): a few processes also go on to answer one invocation,
-which is when the app configures telemetry, gets its token and opens its
-connection, so "start to first answer" shows where a cold start goes.
+The difference is what the app's own code and set-up cost a cold start. Both
+kinds of process count, with Python audit hooks, the network calls made while
+importing: the app must make none. A third probe imports the dependencies layer
+by layer and times each layer, so that a cold start can be read by where it goes.
 
 Runs from the orchestrating process; each sample is a new interpreter, and the
-app and the floor alternate so that drift cancels.
+app and the floor alternate so that drift cancels. The best of each is compared:
+on a shared VM an occasional process runs a third slower, and that noise only adds.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import median
 from benchmarks.stack import ROOT, pinned_to
-
-FIRST_RESPONSE_SAMPLES = 2
 
 # Every probe starts like this: a clock reading to report against, and an audit hook that
 # counts the socket events that talk to someone (C extensions included). Binding a socket
@@ -42,48 +40,76 @@ sys.addaudithook(lambda event, args: network.append(event) if event in (
     "socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
     "socket.sendto", "socket.sendmsg") else None)
 def report(**values):
-    cpu = time.process_time()  # CPU since the process started: what the import cost, without the VM's weather
+    cpu = time.process_time()  # CPU since the process started: what it cost, without the VM's weather
     print(json.dumps({"at": time.monotonic(), "cpu": cpu, "network": len(network), **values}), flush=True)
 """
 
-_LIST_MODULES = """
-import json, sys
+_FIRST_ANSWER = """
+import asyncio
+from benchmarks import host
+def answer():
+    proxy = host.load_functions()["apim_proxy"]
+    return asyncio.run(proxy(host.http_request("GET", "status"), host.invocation_context())).status_code
+"""
+
+_LIST_MODULES = _FIRST_ANSWER + """
 before = set(sys.modules)
 import function_app
+status = answer()
 own = lambda name: name in ("function_app", "shared") or name.startswith("shared.")
-print(json.dumps([name for name in sys.modules if name not in before and not own(name)]))
+print(json.dumps({"status": status, "modules": [name for name in sys.modules if name not in before and not own(name)]}))
 """
 
-_IMPORT_APP = _PROLOGUE + """
+_APP = _PROLOGUE + """
 import function_app
-report(functions=len(function_app.app.get_functions()))
+report(stage="imported")
+""" + _FIRST_ANSWER + """
+report(stage="answered", status=answer())
 """
 
-_IMPORT_DEPENDENCIES = _PROLOGUE + """
+_FLOOR = _PROLOGUE + """
 import importlib
 for name in json.load(open(sys.argv[1])):
     try:
         importlib.import_module(name)
     except Exception:
         pass  # a few entries are aliases that only their parent can create; the parent imported them
-report()
-"""
-
-_FIRST_RESPONSE = _PROLOGUE + """
-import function_app
 report(stage="imported")
 import asyncio
-from benchmarks import host
-proxy = host.load_functions()["apim_proxy"]
-response = asyncio.run(proxy(host.http_request("GET", "status"), host.invocation_context()))
-report(stage="answered", status=response.status_code)
+from benchmarks.floor import Floor
+async def answer():
+    floor = Floor(json.load(open(sys.argv[2])))
+    await floor.prefetch_token()
+    try:
+        return await floor.call()
+    finally:
+        await floor.close()
+report(stage="answered", status=asyncio.run(answer()))
+"""
+
+# Each layer is what the app adds on top of the ones before it, in the order the app loads them.
+LAYERS = {
+    "azure-functions": "import azure.functions",
+    "aiohttp": "import aiohttp",
+    "azure-core (pipeline, aiohttp transport)": "import azure.core.pipeline.policies, azure.core.pipeline.transport",
+    "azure-identity (aio)": "import azure.identity.aio",
+    "opentelemetry (api, sdk)": "import opentelemetry.sdk.trace, opentelemetry.sdk.metrics",
+    "azure-monitor-opentelemetry (exporter, distro)": "import azure.monitor.opentelemetry",
+    "the app (function_app, shared)": "import function_app, shared.runtime",
+}
+
+_LAYERS = _PROLOGUE + """
+layers = json.loads(sys.argv[1])
+for name, statement in layers.items():
+    exec(statement)
+    report(layer=name)
 """
 
 
-def _run(code: str, *args: str, env: dict[str, str], cpus: Collection[int] | None) -> list[dict[str, Any]]:
+def _run(code: str, *args: str, env: Mapping[str, str], cpus: Collection[int] | None) -> list[dict[str, Any]]:
     """Run `python -c code`; its reports, each with `seconds` since the process was spawned."""
     started = time.monotonic()  # CLOCK_MONOTONIC: one clock for all processes, so the child's readings compare
-    completed = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
+    completed = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=dict(env),
                                capture_output=True, text=True, timeout=120, check=False,
                                preexec_fn=pinned_to(cpus))  # the parent has no threads
     if completed.returncode != 0:
@@ -92,50 +118,58 @@ def _run(code: str, *args: str, env: dict[str, str], cpus: Collection[int] | Non
     return [{**report, "seconds": report["at"] - started} for report in reports]
 
 
-def measure(settings: dict[str, str], samples: int, cpus: Collection[int] | None) -> dict[str, Any]:
-    """`samples` app processes and as many floor processes, alternating; the ratio of the fastest of each.
+def dependency_modules(env: Mapping[str, str], out: Path) -> list[str]:
+    """The modules an app process has loaded by its first answer, except its own; written to `out`."""
+    listed = subprocess.run([sys.executable, "-c", _PROLOGUE + _LIST_MODULES], cwd=ROOT, env=dict(env),
+                            capture_output=True, text=True, timeout=120, check=False)
+    if listed.returncode != 0:
+        raise RuntimeError(f"listing the app's modules failed: {listed.stderr.strip()[-2000:]}")
+    found = json.loads(listed.stdout.strip().splitlines()[-1])
+    if found["status"] != 200:
+        raise RuntimeError(f"the app's first answer was {found['status']}, not 200: {listed.stderr.strip()[-2000:]}")
+    out.write_text(json.dumps(found["modules"]), encoding="utf-8")
+    return found["modules"]
 
-    The fastest, not the median: on a shared VM an occasional process runs a third slower
-    (its CPU time grows with it, so it is the machine, not I/O), and that noise only ever
-    adds. The best of a few runs is each side's own cost; medians are reported too.
-    """
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **settings}
-    listed = subprocess.run([sys.executable, "-c", _LIST_MODULES], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120, check=True)
-    modules = json.loads(listed.stdout.strip().splitlines()[-1])
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(modules, handle)
-    try:
-        # The floor once, untimed (listing the modules did the same for the app): bytecode
-        # caches written, files in the page cache.
-        _run(_IMPORT_DEPENDENCIES, handle.name, env=env, cpus=cpus)
-        app: list[dict[str, Any]] = []
-        floor: list[float] = []
-        for number in range(samples):
-            for kind in ("app", "floor") if number % 2 == 0 else ("floor", "app"):
-                if kind == "app":
-                    app.append(_run(_IMPORT_APP, env=env, cpus=cpus)[-1])
-                else:
-                    floor.append(_run(_IMPORT_DEPENDENCIES, handle.name, env=env, cpus=cpus)[-1]["seconds"])
-        first = [_run(_FIRST_RESPONSE, env=env, cpus=cpus) for _ in range(FIRST_RESPONSE_SAMPLES)]
-    finally:
-        Path(handle.name).unlink(missing_ok=True)
-    app_seconds = [report["seconds"] for report in app]
+
+def measure(env: Mapping[str, str], modules_file: Path, endpoints_file: Path, samples: int,
+            cpus: Collection[int] | None) -> dict[str, Any]:
+    """`samples` app processes and as many floor processes, alternating; the best of each, compared."""
+    _run(_FLOOR, str(modules_file), str(endpoints_file), env=env, cpus=cpus)  # untimed: caches warm
+    app: list[list[dict[str, Any]]] = []
+    floor: list[list[dict[str, Any]]] = []
+    for number in range(samples):
+        for kind in ("app", "floor") if number % 2 == 0 else ("floor", "app"):
+            if kind == "app":
+                app.append(_run(_APP, env=env, cpus=cpus))
+            else:
+                floor.append(_run(_FLOOR, str(modules_file), str(endpoints_file), env=env, cpus=cpus))
+    layers = [_run(_LAYERS, json.dumps(LAYERS), env=env, cpus=cpus) for _ in range(max(2, samples // 2))]
+    app_answer = [reports[1]["seconds"] for reports in app]
+    floor_answer = [reports[1]["seconds"] for reports in floor]
     return {
         "samples": samples,
-        "app_ms": min(app_seconds) * 1000,
-        "floor_ms": min(floor) * 1000,
-        "ratio": min(app_seconds) / min(floor),
-        "app_median_ms": median(app_seconds) * 1000,
-        "floor_median_ms": median(floor) * 1000,
-        "app_cpu_ms": min(report["cpu"] for report in app) * 1000,
-        "dependency_modules": len(modules),
-        "network_events_during_import": sum(report["network"] for report in app),
-        "functions_indexed": app[-1]["functions"],
-        "first_response": {
-            "samples": FIRST_RESPONSE_SAMPLES,
-            "imported_ms": min(reports[0]["seconds"] for reports in first) * 1000,
-            "answered_ms": min(reports[1]["seconds"] for reports in first) * 1000,
-            "statuses": sorted({reports[1]["status"] for reports in first}),
-        },
+        "app_answered_ms": min(app_answer) * 1000,
+        "floor_answered_ms": min(floor_answer) * 1000,
+        "ratio": min(app_answer) / min(floor_answer),
+        "app_own_ms": (min(app_answer) - min(floor_answer)) * 1000,
+        "app_answered_median_ms": median(app_answer) * 1000,
+        "floor_answered_median_ms": median(floor_answer) * 1000,
+        "app_imported_ms": min(reports[0]["seconds"] for reports in app) * 1000,
+        "floor_imported_ms": min(reports[0]["seconds"] for reports in floor) * 1000,
+        "app_cpu_ms": min(reports[1]["cpu"] for reports in app) * 1000,
+        "floor_cpu_ms": min(reports[1]["cpu"] for reports in floor) * 1000,
+        "network_events_during_import": sum(reports[0]["network"] for reports in app),
+        "statuses": sorted({reports[1]["status"] for reports in app + floor}),
+        "layers_ms": _layer_costs(layers),
     }
+
+
+def _layer_costs(runs: list[list[dict[str, Any]]]) -> dict[str, float]:
+    """Per layer, the best of the runs of the time it added (the first layer includes interpreter start)."""
+    costs: dict[str, list[float]] = {}
+    for reports in runs:
+        previous = 0.0
+        for report in reports:
+            costs.setdefault(report["layer"], []).append(report["seconds"] - previous)
+            previous = report["seconds"]
+    return {name: min(values) * 1000 for name, values in costs.items()}

@@ -19,14 +19,20 @@ from devstack.appsettings import LOCAL_SAMPLING_SETTINGS, app_settings
 
 # How the app's telemetry is set up in a run (sampling is left to the Azure Monitor distro).
 # "deployed" is what `func azure functionapp publish` gives: no sampler setting, so the distro's
-# default, a rate limit of 5 traces per second (metrics are never sampled); "every" exports every
+# default, a rate limit of 5 traces per second (metrics are never sampled): under load most traces
+# are dropped. "dropped" is the same sampler with a limit of 0, so that every trace is dropped
+# whatever the call rate (instruction counts run far slower than real time). "every" exports every
 # trace, as the devstack's local settings do so that developers see each call; "off" has no
 # connection string, so nothing is configured: for comparison only, no target.
 TELEMETRY = {
     "deployed": "exported, spans sampled as deployed (distro default: 5 traces/s)",
+    "dropped": "exported, every trace dropped by the distro's sampler (rate limit 0)",
     "every": "exported, every trace (OTEL_TRACES_SAMPLER=always_on)",
     "off": "not configured (no connection string)",
 }
+# Spans and metrics exported only when flushed, so that instruction counts can tell the call
+# path (what the caller waits for) from the exporter (background threads).
+DEFERRED_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "3600000", "OTEL_METRIC_EXPORT_INTERVAL": "3600000"}
 
 Function = Callable[..., Awaitable[Any]]
 
@@ -54,10 +60,27 @@ def settings_for(endpoints: Mapping[str, Any], telemetry: str = "deployed") -> d
             del settings[name]
     if telemetry == "off":
         del settings["APPLICATIONINSIGHTS_CONNECTION_STRING"]
+    if telemetry == "dropped":
+        settings.update({"OTEL_TRACES_SAMPLER": "microsoft.rate_limited", "OTEL_TRACES_SAMPLER_ARG": "0"})
     # The app uses none of these libraries; the benchmark's own urllib calls to the control
     # API must not show up as the app's dependencies (the tests and the demo do the same).
     settings["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "urllib,urllib3,requests"
+    # What the host puts in the worker's environment. It also tells the distro's resource detectors
+    # that this is Functions, so they skip their probe of the VM metadata endpoint, as in Azure.
+    settings["FUNCTIONS_WORKER_RUNTIME"] = "python"
     return settings
+
+
+def process_environment(endpoints: Mapping[str, Any]) -> dict[str, str]:
+    """The environment of a measured process: the parent's, plus trust in the stack's local CA.
+
+    SSL_CERT_FILE is how an app trusts a private CA without code (OpenSSL's default verify
+    paths); it must be there when the process starts, before aiohttp builds its TLS context.
+    """
+    env = dict(os.environ)
+    if endpoints["apim_base_url"].startswith("https://"):
+        env["SSL_CERT_FILE"] = endpoints["ca_bundle"]
+    return env
 
 
 def configure_environment(endpoints: Mapping[str, Any], telemetry: str) -> dict[str, str]:

@@ -1,9 +1,13 @@
-"""Child process: RSS growth of the app over 10,000 invocations.
+"""Child process: resident memory of the app after 1,000 calls, above the floor's, and its growth over 10,000.
 
-After a warm-up (connections open, token cached, telemetry instruments and
-their attribute sets created), the resident set is read; then 10,000 more
-invocations run at concurrency 64, telemetry is flushed and garbage collected,
-and it is read again. Growth here is what a long-lived worker would
+    app    warmed by `first` invocations at concurrency 64 (connections open, token cached,
+           telemetry configured and its instruments and attribute sets created), then the
+           resident set is read; then `invocations` more, telemetry flushed, read again
+    floor  the same dependency modules imported (see benchmarks.coldstart), one raw token
+           request and `first` raw calls at concurrency 64 (benchmarks.floor)
+
+Each reading follows a full garbage collection. The app above the floor is what it
+costs to have the app loaded and running; growth is what a long-lived worker would
 accumulate: a leak per invocation shows up as kilobytes times ten thousand.
 """
 
@@ -11,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
+import json
 import os
 import resource
 import sys
@@ -18,9 +24,10 @@ from typing import Any
 
 from benchmarks import host
 from benchmarks.child import child_arguments, write_result
+from benchmarks.floor import Floor
 from benchmarks.measure import concurrent
 
-WARMUP_INVOCATIONS = 500
+CONCURRENCY = 64
 CHUNK = 1000  # invocations prepared at a time, so the prepared requests themselves stay small
 
 
@@ -34,7 +41,12 @@ def rss_bytes() -> int:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
-async def run(proxy: host.Function, invocations: int, concurrency: int) -> dict[str, int]:
+def settled_rss_mb() -> float:
+    gc.collect()
+    return rss_bytes() / 2**20
+
+
+async def run(proxy: host.Function, invocations: int) -> dict[str, int]:
     statuses: dict[str, int] = {}
 
     async def invoke(argument: tuple[Any, Any]) -> int:
@@ -44,41 +56,59 @@ async def run(proxy: host.Function, invocations: int, concurrency: int) -> dict[
     while remaining:
         count = min(CHUNK, remaining)
         prepared = [(host.http_request("GET", "status"), host.invocation_context()) for _ in range(count)]
-        _, seen = await concurrent(invoke, prepared, concurrency)
+        _, seen = await concurrent(invoke, prepared, CONCURRENCY)
         for status, number in seen.items():
             statuses[str(status)] = statuses.get(str(status), 0) + number
         remaining -= count
     return statuses
 
 
-async def measure(endpoints: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+async def app(endpoints: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     host.configure_environment(endpoints, "deployed")
     host.install_worker_logging()
     proxy = host.load_functions()["apim_proxy"]
     from shared import runtime, telemetry
 
-    await run(proxy, WARMUP_INVOCATIONS, options["concurrency"])
+    statuses = await run(proxy, options["first"])
     telemetry.flush()
-    gc.collect()
-    before = rss_bytes()
-    statuses = await run(proxy, options["invocations"], options["concurrency"])
+    after_first = settled_rss_mb()
+    more = await run(proxy, options["invocations"])
     telemetry.flush()
-    gc.collect()
-    after = rss_bytes()
+    after_more = settled_rss_mb()
     await runtime.reset_runtime()
     telemetry.shutdown()
-    return {
-        "invocations": options["invocations"],
-        "concurrency": options["concurrency"],
-        "rss_before_mb": before / 2**20,
-        "rss_after_mb": after / 2**20,
-        "rss_growth_mb": (after - before) / 2**20,
-        "statuses": statuses,
-    }
+    for status, number in more.items():
+        statuses[status] = statuses.get(status, 0) + number
+    return {"first": options["first"], "invocations": options["invocations"], "rss_after_first_mb": after_first,
+            "rss_after_more_mb": after_more, "rss_growth_mb": after_more - after_first, "statuses": statuses}
+
+
+def import_modules(modules_file: str) -> None:
+    with open(modules_file, encoding="utf-8") as modules:
+        for name in json.load(modules):
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: S112 - aliases that only their parent creates; the parent imported them
+                continue
+
+
+async def floor(endpoints: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    import_modules(options["modules_file"])
+    raw = Floor(endpoints)
+    await raw.prefetch_token()
+
+    async def call(_: object) -> int:
+        return await raw.call()
+
+    _, seen = await concurrent(call, range(options["first"]), CONCURRENCY)
+    rss = settled_rss_mb()
+    await raw.close()
+    return {"first": options["first"], "rss_after_first_mb": rss, "statuses": {str(k): v for k, v in seen.items()}}
 
 
 def main() -> None:
     endpoints, options, result_path = child_arguments(__doc__.splitlines()[0])
+    measure = app if options["kind"] == "app" else floor
     write_result(result_path, asyncio.run(measure(endpoints, options)))
 
 

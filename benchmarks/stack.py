@@ -40,9 +40,10 @@ def pinned_to(cpus: Collection[int] | None) -> Callable[[], None] | None:
 class StackProcess:
     """`python -m devstack up` as a child process; use as a context manager."""
 
-    def __init__(self, state_dir: Path, cpus: Collection[int] | None = None) -> None:
+    def __init__(self, state_dir: Path, cpus: Collection[int] | None = None, *, tls: bool = False) -> None:
         self.state_dir = state_dir
         self.cpus = cpus
+        self.tls = tls
         self.log_path = state_dir / "devstack.log"
         self.endpoints: dict[str, Any] = {}
         self._process: subprocess.Popen[bytes] | None = None
@@ -59,7 +60,8 @@ class StackProcess:
         endpoints_file = self.state_dir / "endpoints.json"
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "devstack", "up", "--state-dir", str(self.state_dir), "--free-ports"],
+                [sys.executable, "-m", "devstack", "up", "--state-dir", str(self.state_dir), "--free-ports",
+                 *(["--tls"] if self.tls else [])],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pinned_to(self.cpus))
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not endpoints_file.exists():
@@ -97,14 +99,20 @@ class Control:
         self.url = control_url
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-    def _call(self, method: str, path: str) -> Any:
-        request = urllib.request.Request(self.url + path, method=method)
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, method=method, data=data,
+                                         headers={"Content-Type": "application/json"} if data else {})
         with self._opener.open(request, timeout=30) as response:
             raw = response.read()
         return json.loads(raw) if raw else None
 
     def stats(self) -> dict[str, Any]:
         return self._call("GET", "/stats")
+
+    def set_network(self, rtt_ms: float, connection_ms: float) -> None:
+        """The APIM stand-in's delay model (devstack/network.py)."""
+        self._call("PUT", "/network", {"rtt_ms": rtt_ms, "connection_ms": connection_ms})
 
     def reset(self) -> None:
         """Zero the counters and forget received telemetry (the benchmark owns this stack)."""

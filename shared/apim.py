@@ -9,6 +9,7 @@ alive and reused across invocations.
     ApimAuthorizationPolicy token from TokenSource; after APIM's 401 one renewal and one resend
     AttemptDeadlinePolicy   each send bounded, body included (aiohttp's read timeout is per chunk)
     HttpLoggingPolicy       azure-core's request logging, which redacts headers and query values; at DEBUG
+    DependencySpanPolicy    the HTTP dependency span of each request sent, `traceparent` propagated (shared.tracing)
 
 Every policy runs on every call, so each one earns its place (`benchmarks/` measures
 the whole pipeline against a bare aiohttp request). Transport failures become
@@ -31,7 +32,6 @@ from azure.core.exceptions import ServiceResponseTimeoutError
 from azure.core.pipeline import AsyncPipeline, PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy, HeadersPolicy, HttpLoggingPolicy
 from azure.core.pipeline.transport import AioHttpTransport, HttpRequest
-from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
 from . import hints, telemetry
 from .errors import (
@@ -51,6 +51,7 @@ from .paths import build_url
 from .redaction import redact_exact
 from .settings import Settings, is_loopback
 from .tokens import TokenSource, describe_token
+from .tracing import DependencySpanPolicy
 
 __all__ = ["ApimAuthorizationPolicy", "ApimClient", "ApimResponse", "AttemptDeadlinePolicy", "Timeouts",
            "WriteSafeRetryPolicy", "new_session", "retry_after_seconds"]
@@ -243,6 +244,7 @@ class ApimClient:
             ApimAuthorizationPolicy(source),
             AttemptDeadlinePolicy(self.timeouts.connect + self.timeouts.read),
             HttpLoggingPolicy(http_logging_level=HTTP_LOGGING_LEVEL),
+            DependencySpanPolicy(self.settings.apim_base_url, telemetry.tracer),
         ]
         return AsyncPipeline(transport=transport, policies=policies)
 
@@ -337,9 +339,9 @@ def _transport_error(exc: BaseException) -> AppError:
 
 
 def new_session() -> aiohttp.ClientSession:
-    """The process-wide session, traced by OpenTelemetry's aiohttp instrumentation."""
+    """The process-wide session (each request sent is traced by DependencySpanPolicy)."""
     connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300, keepalive_timeout=60)
-    return aiohttp.ClientSession(connector=connector, trace_configs=[create_trace_config()])
+    return aiohttp.ClientSession(connector=connector)
 
 
 def _ms_since(started: float) -> float:

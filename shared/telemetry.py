@@ -2,11 +2,11 @@
 
 Names (documented in the README, used in KQL):
 
-- span `apim.token.acquire`: one per token acquisition, from cache or endpoint,
-  with `token.client_id`, `token.audience`, `token.source`, `token.outcome`,
+- span `apim.token.acquire`: one per request to the identity endpoint, with
+  `token.client_id`, `token.audience`, `token.source` (`endpoint`), `token.outcome`,
   `token.expires_on` and, on failure, `token.error_type`. Never the token.
-- HTTP dependency spans for APIM calls: OpenTelemetry's aiohttp-client
-  instrumentation on the shared session (see `shared.apim`).
+- HTTP dependency spans for APIM calls: `shared.tracing.DependencySpanPolicy` in the
+  azure-core pipeline (see `shared.apim`).
 - metrics `apim.token.acquisitions` (counter, cache hits included), `apim.token.duration`
   (ms, requests to the identity endpoint), `apim.call.duration` (ms) and
   `apim.call.failures` (counter).
@@ -25,12 +25,12 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -47,8 +47,6 @@ TOKEN_SPAN = "apim.token.acquire"  # noqa: S105 - a span name
 
 tracer = trace.get_tracer(INSTRUMENTATION_NAME)
 _meter = metrics.get_meter(INSTRUMENTATION_NAME)
-token_acquisitions = _meter.create_counter(
-    "apim.token.acquisitions", unit="{acquisition}", description="Access tokens handed out, by source and outcome.")
 token_duration = _meter.create_histogram(
     "apim.token.duration", unit="ms", description="Time to get an access token from the identity endpoint.")
 call_duration = _meter.create_histogram(
@@ -243,28 +241,36 @@ def _expiry_text(expires_on: int) -> str:
         return str(expires_on)
 
 
-def record_token(client_id: str, scope: str, *, source: str, token: AccessTokenInfo) -> None:
-    """A token served from the cache: a span and the counter, so cache hits are visible too.
+def record_token(client_id: str, scope: str, *, source: str) -> None:
+    """A token served from the cache: counted, no span (this runs on every call; see `_AcquisitionCounts`)."""
+    _acquisitions.add(client_id, scope, source, "success")
 
-    This runs on every call, so it does no more than that needs: the attribute sets are
-    built once per token, the span is started and ended without being made the current
-    span (it never has children; attaching and detaching a context would cost more than
-    the span itself), and no duration is recorded (it would be ~0 every time and only
-    dilute apim.token.duration, which times the identity endpoint).
+
+class _AcquisitionCounts:
+    """`apim.token.acquisitions`, counted in process and read by the SDK when it collects metrics.
+
+    A cache hit happens on every call. A synchronous counter's add() looks up its attribute
+    set and aggregates each time; this is one dict increment, and the observable counter
+    reports the same totals once per export interval. Added to from the event loop's thread.
     """
-    span_attributes, counter_attributes = _cache_hit_attributes(client_id, scope, source, token.expires_on)
-    tracer.start_span(TOKEN_SPAN, attributes=span_attributes).end()
-    token_acquisitions.add(1, counter_attributes)
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str, str, str], int] = {}
+
+    def add(self, client_id: str, scope: str, source: str, outcome: str) -> None:
+        key = (client_id, scope, source, outcome)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def observe(self, _options: CallbackOptions) -> list[Observation]:
+        counts = self._counts.copy()  # one step under the GIL, while the event loop may be adding
+        return [Observation(count, {**_token_attributes(client_id, scope, source), "token.outcome": outcome})
+                for (client_id, scope, source, outcome), count in counts.items()]
 
 
-# Keyed by the expiry, not the token: the cache must not keep tokens alive. A few
-# identities times the tokens they hold over time: 32 entries is plenty.
-@lru_cache(maxsize=32)
-def _cache_hit_attributes(client_id: str, scope: str, source: str,
-                          expires_on: int) -> tuple[dict[str, str], dict[str, str]]:
-    """Span and counter attributes of a cache hit. Shared between calls: never mutate them."""
-    counter = {**_token_attributes(client_id, scope, source), "token.outcome": "success"}
-    return {**counter, "token.expires_on": _expiry_text(expires_on)}, counter
+_acquisitions = _AcquisitionCounts()
+token_acquisitions = _meter.create_observable_counter(
+    "apim.token.acquisitions", callbacks=[_acquisitions.observe], unit="{acquisition}",
+    description="Access tokens handed out, by source and outcome.")
 
 
 class TokenSpan:
@@ -296,7 +302,7 @@ def token_span(client_id: str, scope: str) -> Iterator[TokenSpan]:
             yield recorder
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
-            token_acquisitions.add(1, {**attributes, "token.outcome": recorder.outcome})
+            _acquisitions.add(client_id, scope, "endpoint", recorder.outcome)
             token_duration.record(elapsed_ms, {**attributes, "token.outcome": recorder.outcome})
 
 

@@ -126,7 +126,7 @@ class TokenSource:
         if token is not None and self._usable(token):
             if self._fetch is None and self._needs_refresh(token) and self._may_refresh():
                 self._start_fetch()  # in the background: this call goes on with the current token
-            telemetry.record_token(self.identity, self.scope, source="cache", token=token)
+            telemetry.record_token(self.identity, self.scope, source="cache")
             return token
         return await self._wait_for(self._start_fetch())
 

@@ -1,0 +1,149 @@
+"""Per-call telemetry: the HTTP dependency span of each request to APIM (shared/tracing.py), on a pipeline with
+a fake transport, and token acquisitions counted in process (shared/telemetry.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from azure.core.pipeline import AsyncPipeline
+from azure.core.pipeline.transport import AsyncHttpTransport, HttpRequest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind, StatusCode
+
+from shared.tracing import DependencySpanPolicy, redact_query
+
+
+class Answer:
+    def __init__(self, request: HttpRequest, status: int) -> None:
+        self.request, self.status_code, self.headers = request, status, {}
+
+
+class FakeTransport(AsyncHttpTransport):
+    """Answers `status`, or raises `error`; keeps the requests it was given."""
+
+    def __init__(self, status: int = 200, error: BaseException | None = None) -> None:
+        self.status, self.error, self.sent = status, error, []
+
+    async def send(self, request: HttpRequest, **kwargs: Any) -> Any:
+        self.sent.append(request)
+        if self.error:
+            raise self.error
+        return Answer(request, self.status)
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def __aexit__(self, *args: Any) -> None: ...
+
+
+def traced(transport: FakeTransport, base_url: str = "https://contoso.azure-api.net/orders", *,
+           sampled: bool = True) -> tuple[AsyncPipeline, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider() if sampled else TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    policy = DependencySpanPolicy(base_url, provider.get_tracer("test"))
+    return AsyncPipeline(transport=transport, policies=[policy]), exporter
+
+
+async def test_each_request_is_a_client_span_app_insights_shows_as_an_http_dependency():
+    transport = FakeTransport(status=201)
+    pipeline, exporter = traced(transport)
+
+    await pipeline.run(HttpRequest("POST", "https://contoso.azure-api.net/orders/orders?api-version=1&flag"))
+
+    [span] = exporter.get_finished_spans()
+    assert (span.name, span.kind, span.status.status_code) == ("POST", SpanKind.CLIENT, StatusCode.UNSET)
+    assert dict(span.attributes) == {
+        "http.request.method": "POST", "url.full": "https://contoso.azure-api.net/orders/orders?api-version=REDACTED&flag",
+        "server.address": "contoso.azure-api.net", "server.port": 443, "http.response.status_code": 201}
+    version, trace_id, span_id, flags = transport.sent[0].headers["traceparent"].split("-")
+    assert (version, trace_id, span_id) == ("00", f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
+    assert int(flags, 16) & 1  # sampled
+
+
+async def test_a_refused_call_is_a_failed_dependency_with_its_status():
+    pipeline, exporter = traced(FakeTransport(status=403), "http://127.0.0.1:8123/orders")
+
+    await pipeline.run(HttpRequest("GET", "http://127.0.0.1:8123/orders/orders/1"))
+
+    [span] = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes["server.address"], span.attributes["server.port"]) == ("127.0.0.1", 8123)
+    assert span.attributes["http.response.status_code"] == 403
+
+
+async def test_a_request_that_never_got_an_answer_ends_its_span_failed_with_the_error_type():
+    pipeline, exporter = traced(FakeTransport(error=ConnectionResetError("reset by peer")))
+
+    with pytest.raises(ConnectionResetError):
+        await pipeline.run(HttpRequest("GET", "https://contoso.azure-api.net/orders/status"))
+
+    [span] = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["http.error_type"] == "ConnectionResetError"
+    assert "http.response.status_code" not in span.attributes
+
+
+async def test_a_dropped_trace_still_reaches_apim_with_the_invocations_trace_unsampled():
+    transport = FakeTransport()
+    pipeline, exporter = traced(transport, sampled=False)
+
+    await pipeline.run(HttpRequest("GET", "https://contoso.azure-api.net/orders/status"))
+
+    assert exporter.get_finished_spans() == ()
+    assert not int(transport.sent[0].headers["traceparent"].rsplit("-", 1)[1], 16) & 1  # not sampled
+
+
+async def test_the_invocations_trace_state_travels_with_it():
+    from opentelemetry import context, trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    transport = FakeTransport()
+    pipeline, exporter = traced(transport)
+    parent = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True,
+                         trace_flags=TraceFlags(1), trace_state=TraceState([("congo", "t61rcWkgMzE")]))
+    token = context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
+    try:
+        await pipeline.run(HttpRequest("GET", "https://contoso.azure-api.net/orders/status"))
+    finally:
+        context.detach(token)
+
+    [span] = exporter.get_finished_spans()
+    assert span.parent.span_id == parent.span_id and span.context.trace_id == parent.trace_id
+    assert transport.sent[0].headers["tracestate"] == "congo=t61rcWkgMzE"
+    assert transport.sent[0].headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://h/p", "https://h/p"),
+    ("https://h/p?", "https://h/p?"),
+    ("https://h/p?subscription-key=secret&a=1", "https://h/p?subscription-key=REDACTED&a=REDACTED"),
+    ("https://h/p?a=b=c&&flag", "https://h/p?a=REDACTED&flag"),
+])
+def test_query_values_never_reach_the_span(url, shown):
+    assert redact_query(url) == shown
+
+
+def test_token_acquisitions_are_counted_in_process_and_read_as_a_counter_would_be():
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from shared.telemetry import _AcquisitionCounts
+
+    counts, reader = _AcquisitionCounts(), InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
+    meter.create_observable_counter("apim.token.acquisitions", callbacks=[counts.observe])
+    for _ in range(3):
+        counts.add("reader-id", "api://orders/.default", "cache", "success")
+    counts.add("reader-id", "api://orders/.default", "endpoint", "failure")
+
+    [metric] = reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics
+    found = {(p.attributes["token.source"], p.attributes["token.outcome"]): p.value for p in metric.data.data_points}
+    assert found == {("cache", "success"): 3, ("endpoint", "failure"): 1}
+    assert metric.data.is_monotonic
+    [point] = [p for p in metric.data.data_points if p.attributes["token.source"] == "cache"]
+    assert dict(point.attributes) == {"token.client_id": "reader-id", "token.audience": "api://orders/.default",
+                                      "token.source": "cache", "token.outcome": "success"}

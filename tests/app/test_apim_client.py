@@ -381,3 +381,19 @@ async def test_a_quoted_message_is_scrubbed_of_anything_shaped_like_a_secret(ser
         await client.call("POST", "orders", body=b"{}", content_type="application/json")
     assert other_jwt not in caught.value.message and opaque not in caught.value.message
     assert caught.value.message == "APIM answered 500: failed for [redacted] with [redacted]"
+
+
+async def test_the_total_budget_bounds_the_retry_waits_too(server):
+    script, base = server
+    settings = Settings(apim_base_url=base, api_app_id_uri="api://contoso-orders", client_id=READER)
+    client = ApimClient(settings, {READER: TokenSource(StaticCredential("reader"), settings.scope, client_id=READER)},
+                        timeouts=Timeouts(connect=0.2, read=0.5, total=0.6, max_retry_after=5))
+    script.responses = [status(503, "3")]  # a wait azure-core would sleep through before checking its budget
+    started = time.monotonic()
+    try:
+        with pytest.raises(UpstreamTimeout):
+            await client.call("GET", "status")
+    finally:
+        await client.close()
+    assert time.monotonic() - started < 2.5
+    assert len(script.seen) == 1

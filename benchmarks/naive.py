@@ -17,7 +17,6 @@ on every run (Python's audit hooks see every socket connect and DNS lookup).
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +24,8 @@ from typing import Any
 import aiohttp
 import azure.functions as func
 from azure.identity.aio import DefaultAzureCredential
+
+from devstack.appsettings import is_loopback_host
 
 
 class NaiveFunction:
@@ -67,13 +68,6 @@ class NetworkAudit:
             self.hosts.add(str(args[0]))
 
     def non_loopback(self) -> list[str]:
-        return sorted(host for host in self.hosts if not _is_loopback(host))
+        return sorted(host for host in self.hosts if not is_loopback_host(host))
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -166,7 +166,11 @@ def azure_reason(values: Mapping[str, Any]) -> str | None:
 
 
 def is_loopback_url(url: str) -> bool:
-    host = urllib.parse.urlsplit(url.strip()).hostname or ""
+    return is_loopback_host(urllib.parse.urlsplit(url.strip()).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """localhost, or any loopback address (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     try:

@@ -151,16 +151,7 @@ def load_config(path: Path | str | None = None, **overrides: object) -> StackCon
     workflow = Path(raw.get("logic_app", {}).get("workflow", "infra/logic-app/workflow.json"))
     config = StackConfig(
         tenant_id=raw["tenant_id"],
-        api=ApiApp(
-            display_name=api.get("display_name", "API"),
-            app_id_uri=api["app_id_uri"],
-            client_id=api["client_id"],
-            accepted_token_version=int(api.get("accepted_token_version", 2)),
-            read_role=api["roles"]["read"],
-            write_role=api["roles"]["write"],
-            assignment_required=bool(api.get("assignment_required", True)),
-            optional_claims=tuple(api.get("optional_claims", ())),
-        ),
+        api=_api_app(api),
         identities={
             name: Identity(
                 name=name,

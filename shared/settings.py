@@ -12,12 +12,15 @@ decide when a bad setting matters (`health` reports it, the other functions fail
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import yarl
 
 from .errors import BadRequest, ConfigurationError
 from .paths import build_url
@@ -42,6 +45,8 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
 _CANONICAL_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# A DNS label as resolvers take it (RFC 1123; '_' too, as Azure's own names may have it): 1-63 characters.
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 # Letters and digits only: the name and the setting it prefixes stay apart ("INVENTORY" + "_APIM_BASE_URL").
 _CONNECTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,31}")
 
@@ -81,7 +86,39 @@ def _base_url(value: str) -> str:
     if "\\" in value or any(unquote(unquote(segment)) in (".", "..") for segment in parts.path.split("/")):
         # A call to <base>/x must stay under the base: '..' (or %2e%2e) would let it climb out.
         raise InvalidValue(f"must not contain '.' or '..' segments (encoded or not) or backslashes, {example}.")
+    _check_host(value)
     return value.rstrip("/")
+
+
+def _check_host(value: str) -> None:
+    """The host as a call will use it: parsed by yarl (as aiohttp does), then resolved (IDNA, 1-63 per label)."""
+    problem = "its host is not a valid DNS name or IP address (labels of 1-63 letters, digits or '-')"
+    try:
+        value.encode("utf-8")  # yarl would silently drop a lone surrogate, and call another URL
+    except UnicodeEncodeError:
+        raise InvalidValue("contains characters that are not valid Unicode text.") from None
+    try:
+        host = yarl.URL(value).raw_host or ""
+    except ValueError:  # UnicodeError is one: a host yarl refuses (one with U+200B, say)
+        raise InvalidValue(f"must be an absolute https URL, e.g. https://contoso.azure-api.net/orders ({problem})."
+                           ) from None
+    if _is_ip_address(host):
+        return
+    try:
+        ascii_host = host.encode("idna").decode("ascii")  # what the resolver sends (socket.getaddrinfo)
+    except UnicodeError:  # an empty label ('a..b'), or one longer than 63
+        ascii_host = ""
+    labels = ascii_host.removesuffix(".").split(".")
+    if not ascii_host or len(ascii_host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise InvalidValue(f"must be an absolute https URL, e.g. https://contoso.azure-api.net/orders ({problem}).")
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)  # an IPv6 literal may carry a zone ('%eth0'), which this accepts
+    except ValueError:
+        return False
+    return True
 
 
 def _app_id_uri(value: str) -> str:

@@ -6,10 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
+import yarl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.errors import ConfigurationError
+from shared.paths import build_url
 from shared.settings import SETTINGS, Settings, load_settings, setting_name
 
 GOOD = {
@@ -184,8 +186,15 @@ def test_the_readme_settings_table_is_the_settings_table():
         assert documented.get(setting.name) == setting.required, setting.name
 
 
+# Hosts made of the labels that DNS, IDNA or yarl refuse (empty, 64 characters, U+200B) and ones they take.
+_LABELS = st.sampled_from(["contoso", "", "a" * 63, "a" * 64, "xn--", "xn--9ca", "-a", "a-", "a_b", "é", "ß",
+                           "\u200b", "a\u200bb", "%41", "a b", "\x00", "1", "[::1]", "127.0.0.1", "\ufeff", "\uff0e"])
+_HOSTS = st.lists(_LABELS, min_size=1, max_size=4).map(".".join)
+ODD_BASE_URLS = st.builds("{}://{}{}/orders".format, st.sampled_from(["https", "http"]), _HOSTS,
+                       st.sampled_from(["", ":443", ":0", ":8080"]))
 # Values drawn from the characters settings are made of, plus the ones that break parsers.
-_VALUES = st.one_of(
+SETTING_VALUES = st.one_of(
+    ODD_BASE_URLS,
     st.text(alphabet=st.sampled_from("abcAZ09-_.:/?#@[]%\\{}~ \t\n\x00\ufeff\ud800é"), max_size=40),
     st.sampled_from(["https://", "https://[", "http://[::1", "https://h:0", "https://h:65536/x", "api://",
                      "/%2e%2e", "urn:uuid:", "@Microsoft.KeyVault(x)"]).flatmap(
@@ -194,7 +203,7 @@ _VALUES = st.one_of(
 
 
 @settings(derandomize=True, database=None, deadline=None, max_examples=300)
-@given(name=st.sampled_from([s.name for s in SETTINGS]), value=_VALUES,
+@given(name=st.sampled_from([s.name for s in SETTINGS]), value=SETTING_VALUES,
        connection=st.sampled_from([None, "inventory"]))
 def test_any_value_gives_settings_or_a_configuration_error_naming_it(name, value, connection):
     full = setting_name(name, connection)
@@ -207,3 +216,33 @@ def test_any_value_gives_settings_or_a_configuration_error_naming_it(name, value
     else:
         assert isinstance(loaded, Settings)
         loaded.summary()
+        _call_url(loaded.apim_base_url)
+
+
+def _call_url(base_url: str) -> None:
+    """What a call does with an accepted base URL before it sends: none of it may fail."""
+    url = yarl.URL(build_url(base_url, "/status"))  # aiohttp parses the URL with yarl
+    host = url.raw_host or ""
+    if not host.startswith("[") and ":" not in host:
+        host.encode("idna")  # the resolver (socket.getaddrinfo) encodes a name so
+
+
+@pytest.mark.parametrize("value", ["https://a..b/orders", f"https://{'a' * 64}.azure-api.net/orders",
+                                   "https://contoso\u200b.azure-api.net/orders", "https://.contoso.net/orders",
+                                   "https://contoso.net/\ud800", f"https://{'a.' * 127}net/orders"])
+@pytest.mark.parametrize("connection", [None, "inventory"])
+def test_a_base_url_a_call_could_not_use_is_refused_naming_the_setting(value, connection):
+    name = setting_name("APIM_BASE_URL", connection)
+    env = {setting_name(k, connection): v for k, v in GOOD.items()}
+    env[name] = value
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(env, connection=connection)
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{name} ") and value not in problem, problem
+
+
+@pytest.mark.parametrize("value", ["https://contoso.azure-api.net/orders", "https://é.example/orders",
+                                   "https://a_b.azure-api.net/x", f"https://{'a' * 63}.net/x", "http://[::1]:8080/x",
+                                   "https://10.0.0.4/orders", "https://contoso.azure-api.net./orders"])
+def test_a_base_url_a_call_can_use_is_accepted(value):
+    _call_url(load_settings({**GOOD, "APIM_BASE_URL": value}).apim_base_url)

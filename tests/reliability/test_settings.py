@@ -9,13 +9,20 @@ nothing reaches the identity endpoint or APIM meanwhile.
 from __future__ import annotations
 
 import json
+import os
+import socket
+from collections.abc import Iterator
 
 import pytest
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 
 from devstack.invocation import timer_request
 from shared.errors import ConfigurationError
+from shared.settings import LOOPBACK_HOSTS, SETTINGS, load_settings
+from tests.app.test_settings import SETTING_VALUES
 from tests.plugin import FUNCTIONS, http_request, invocation_context
-from tests.reliability.conftest import error_of
+from tests.reliability.conftest import PROPERTIES, error_of
 
 proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["apim_health"], FUNCTIONS["apim_timer"]
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault(SecretUri=https://kv-contoso.vault.azure.net/secrets/apim-key/)"
@@ -117,3 +124,56 @@ async def test_a_resource_id_for_a_client_id_gets_its_own_hint(use_stack):
     response = await health(http_request("GET", "health"), invocation_context("apim_health"))
     [problem] = json.loads(response.get_body())["error"]["problems"]
     assert "that is a resource ID: use the identity's client ID" in problem
+
+
+@pytest.fixture
+def names_resolve_to_a_closed_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Any name but loopback's resolves to a loopback port that refuses connections: the test stays offline.
+
+    The name is encoded first exactly as socket.getaddrinfo encodes it, which is where a host that
+    no resolver can send (an empty label, one of 64 characters) fails.
+    """
+    real = socket.getaddrinfo
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connecting to it is refused
+    port = closed.getsockname()[1]
+
+    def getaddrinfo(host, service, *args, **kwargs):  # type: ignore[no-untyped-def]
+        name = host.encode("idna") if isinstance(host, str) else host
+        if name is None or name.decode() in LOOPBACK_HOSTS:
+            return real(host, service, *args, **kwargs)
+        return real("127.0.0.1", port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield
+    closed.close()
+
+
+@settings(PROPERTIES, max_examples=80)
+@given(name=st.sampled_from([setting.name for setting in SETTINGS]), value=SETTING_VALUES)
+@example(name="APIM_BASE_URL", value="https://a..b/orders")
+@example(name="APIM_BASE_URL", value=f"https://{'a' * 64}.azure-api.net/orders")
+@example(name="APIM_BASE_URL", value="https://contoso\u200b.azure-api.net/orders")
+async def test_no_accepted_setting_makes_a_call_or_the_token_probe_answer_internal_error(
+        use_stack, backoff, names_resolve_to_a_closed_port, name, value):
+    assume(_fits_the_environment(value))
+    env = await use_stack("reader", **{name: value})
+    try:
+        load_settings(env)
+    except ConfigurationError:
+        return  # refused: named by health, calls and the timer (the tests above)
+    for response in (await proxy(http_request("GET", "status"), invocation_context()),
+                     await health(http_request("GET", "health", query="probe=token"),
+                                  invocation_context("apim_health"))):
+        text = response.get_body().decode()
+        assert response.mimetype == "application/json" or response.status_code < 500, text
+        if response.status_code >= 500:
+            assert json.loads(text)["error"]["code"] != "internal_error", text
+
+
+def _fits_the_environment(value: str) -> bool:
+    """An app setting reaches the process as an environment variable: no NUL, nothing the OS cannot encode."""
+    try:
+        return b"\0" not in os.fsencode(value)
+    except UnicodeError:
+        return False

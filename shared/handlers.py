@@ -56,9 +56,9 @@ async def health(req: func.HttpRequest, context: func.Context | None = None,
         if req.params.get("probe") == "token":
             try:
                 token = await get_runtime(connection).token_source("GET").get()
+                report["token"] = token_report(token)
             except Exception as exc:
                 return _error_response(exc, "health token probe")
-            report["token"] = token_report(token)
         return _json(report, 200)
 
 

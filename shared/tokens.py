@@ -49,6 +49,7 @@ REFRESH_RETRY_SECONDS = 30
 # a policy that rejects the identity) must not cost a token request per invocation.
 RENEW_INTERVAL_SECONDS = 300
 
+TIME_CLAIMS = ("exp", "nbf", "iat")  # seconds since the epoch (RFC 7519 NumericDate)
 NON_SECRET_CLAIMS = ("aud", "iss", "tid", "roles", "appid", "azp", "oid", "idtyp", "ver", "exp", "nbf", "iat")
 
 
@@ -61,7 +62,14 @@ def describe_token(token: str) -> dict[str, Any]:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
         return {}
-    return {name: claims[name] for name in NON_SECRET_CLAIMS if name in claims}
+    shown = {name: claims[name] for name in NON_SECRET_CLAIMS if name in claims}
+    # A time claim that is not an instant (a string, NaN, Infinity, 1e400, past year 9999: JSON parsers take
+    # them all) is left out, as if absent: it would break the arithmetic, and the JSON of what shows it.
+    return {name: value for name, value in shown.items() if name not in TIME_CLAIMS or _instant(value)}
+
+
+def _instant(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and _iso(value) is not None
 
 
 def token_report(token: AccessTokenInfo, now: float | None = None) -> dict[str, Any]:
@@ -75,7 +83,7 @@ def token_report(token: AccessTokenInfo, now: float | None = None) -> dict[str, 
     issued = claims.get("iat")
     report: dict[str, Any] = {**claims, "expires_at": _iso(token.expires_on),
                               "expires_in_seconds": int(token.expires_on - now)}
-    if isinstance(issued, int | float) and not isinstance(issued, bool):
+    if issued is not None:  # an instant: describe_token leaves out any other
         report["issued_at"] = _iso(issued)
         report["age_seconds"] = int(now - issued)
     return report
@@ -84,7 +92,7 @@ def token_report(token: AccessTokenInfo, now: float | None = None) -> dict[str, 
 def _iso(timestamp: float) -> str | None:
     try:
         return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-    except (OverflowError, OSError, ValueError):  # a claim out of datetime's range
+    except (OverflowError, OSError, ValueError):  # NaN, Infinity (1e400 parses as it), past year 9999
         return None
 
 

@@ -6,16 +6,19 @@ parent), configured only through app settings and IDENTITY_ENDPOINT/IDENTITY_HEA
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from azure.core.credentials import AccessTokenInfo
 
 from devstack.appsettings import OFFLINE_EXPORTER_SETTINGS
 from devstack.invocation import timer_request
@@ -99,6 +102,41 @@ async def test_wrong_audience_fails_at_the_identity_endpoint_with_a_hint(use_sta
     response = await proxy(http_request("GET", "status"), invocation_context())
     assert response.status_code == 502
     assert "API_APP_ID_URI" in body(response)["error"]["hint"]
+
+
+def _unsigned_jwt(payload: str) -> str:
+    """A JWT whose payload is this JSON text as written (PyJWT's parser takes NaN, Infinity and 1e400)."""
+    def part(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+    header = part('{"alg": "RS256", "typ": "JWT"}')
+    return f"{header}.{part(payload)}.c2ln"
+
+
+def _strict_json(text: str) -> dict:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("claim", ["iat", "exp", "nbf"])
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN", "1e400", "1" + "0" * 400, "1e300", "true",
+                                   '"soon"', "null", "[1]"])
+async def test_health_probe_leaves_out_a_time_claim_that_is_not_an_instant(use_stack, monkeypatch, claim, value):
+    await use_stack("reader")
+    times = {"iat": 1700000000, "nbf": 1700000000, "exp": 1700003600}
+    payload = ", ".join(f'"{name}": {value if name == claim else times[name]}' for name in times)
+    token = AccessTokenInfo(_unsigned_jwt(f'{{"aud": "api://contoso-orders", {payload}}}'), int(time.time()) + 3600)
+
+    async def get() -> AccessTokenInfo:
+        return token
+
+    monkeypatch.setattr(runtime.get_runtime().token_source(), "get", get)
+    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("apim_health"))
+    assert response.status_code == 200, response.get_body()
+    report = _strict_json(response.get_body().decode())["token"]  # standard JSON: no NaN or Infinity in it
+    assert claim not in report and report["aud"] == "api://contoso-orders"
+    assert {name: report[name] for name in times if name != claim} == {n: v for n, v in times.items() if n != claim}
+    assert ("issued_at" in report) == ("age_seconds" in report) == (claim != "iat")
 
 
 async def test_health_probe_shows_claims_not_the_token(use_stack, endpoints):
@@ -221,3 +259,15 @@ def test_shutdown_leaves_no_exporter_running(endpoints):
                             cwd=str(PROJECT_ROOT))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+async def test_a_failing_token_report_is_a_typed_error_not_an_unhandled_exception(use_stack, monkeypatch):
+    await use_stack("reader")
+
+    def broken(token: AccessTokenInfo) -> dict:
+        raise OverflowError("cannot convert float infinity to integer")
+
+    monkeypatch.setattr("shared.handlers.token_report", broken)
+    response = await health(http_request("GET", "health", query="probe=token"), invocation_context("apim_health"))
+    assert response.status_code == 500 and body(response)["error"]["code"] == "internal_error"
+    assert "infinity" not in response.get_body().decode()

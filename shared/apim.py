@@ -22,6 +22,7 @@ import asyncio
 import email.utils
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,6 +72,9 @@ HTTP_LOGGING_LEVEL = logging.DEBUG
 RETRYABLE_CLIENT_ERRORS = (408, 429)
 # Response headers worth passing back to the caller.
 PASSED_HEADERS = ("Location", "ETag", "Retry-After", "Cache-Control")
+# A header value passed back: visible ASCII, spaces and tabs inside (RFC 9110's field-value without obs-text).
+# aiohttp hands over any bytes, undecodable ones as surrogates: such a value is dropped, never repaired.
+_FIELD_VALUE = re.compile(r"[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?")
 # Where azure-core looks for a wait, in its order (the -ms ones in milliseconds).
 RETRY_AFTER_HEADERS = (("retry-after", 1.0), ("retry-after-ms", 0.001), ("x-ms-retry-after-ms", 0.001))
 
@@ -288,8 +292,8 @@ class ApimClient:
         sent = result.http_request.headers.get("Authorization", "").removeprefix("Bearer ")
         secrets = (sent, source.token.token if source.token else None, self.settings.subscription_key)
         status = http_response.status_code
-        passed = {name: http_response.headers[name] for name in PASSED_HEADERS if name in http_response.headers}
-        content_type = http_response.headers.get("Content-Type")
+        passed = {name: value for name in PASSED_HEADERS if (value := _field_value(http_response.headers.get(name)))}
+        content_type = _field_value(http_response.headers.get("Content-Type"))  # None: the caller's fallback
         return ApimResponse(
             status=status,
             # Whatever the API echoes, the caller never gets our token or key back.
@@ -321,6 +325,11 @@ class ApimClient:
             raise Throttled(said, status=429, headers=retry_after,
                             hint="APIM is rate-limiting this subscription; retry after the Retry-After interval.")
         raise UpstreamError(said, status=status, headers=retry_after)
+
+
+def _field_value(value: str | None) -> str | None:
+    """The upstream's header value if a caller may be given it as it is (RFC 9110 field-value), else None."""
+    return value if value is not None and _FIELD_VALUE.fullmatch(value) else None
 
 
 def _transport_error(exc: BaseException) -> AppError:

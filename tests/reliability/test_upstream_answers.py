@@ -207,3 +207,80 @@ async def test_nothing_secret_was_logged_or_exported(upstream, control, captured
     everything = "\n".join([*captured_logs, json.dumps(control.telemetry())])
     for secret in [*(token.rsplit(".", 1)[1] for token in tokens), settings["APIM_SUBSCRIPTION_KEY"]]:
         assert secret not in everything
+
+
+class RawUpstream:
+    """Answers every request with a status line and header lines written as raw bytes (no server library
+    stands in the way: aiohttp's would refuse to send most of these)."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.header_lines: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readline() not in (b"\r\n", b""):
+                pass  # the request's head; a GET has no body
+            head = [f"HTTP/1.1 {self.status} Answer".encode(), *self.header_lines,
+                    b"Content-Length: 2", b"Connection: close"]
+            writer.write(b"\r\n".join(head) + b"\r\n\r\n{}")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+@pytest.fixture
+async def raw_upstream(use_stack, backoff) -> AsyncIterator[RawUpstream]:
+    server = RawUpstream()
+    await server.start()
+    runtime.use_timeouts(runtime.RuntimeTimeouts(apim=TIMEOUTS))
+    await use_stack("reader", APIM_BASE_URL=f"http://127.0.0.1:{server.port}/orders")
+    yield server
+    await runtime.reset_runtime()
+    runtime.use_timeouts(runtime.RuntimeTimeouts())
+    await server.stop()
+
+
+# (status, the upstream's header line, the header the caller gets and its value; None: no such header)
+HEADER_VALUES = [
+    (200, b"Content-Type: text/plain; charset=\xff\xfe", "Content-Type", "application/octet-stream"),
+    (200, b"Content-Type: application/json; charset=caf\xc3\xa9", "Content-Type", "application/octet-stream"),
+    (200, b"Content-Type: text/plain\x01", "Content-Type", "application/octet-stream"),
+    (200, b"Content-Type: application/json; charset=utf-8", "Content-Type", "application/json; charset=utf-8"),
+    (302, b"Location: /x/\xc3(", "Location", None),
+    (302, b"Location: /x/caf\xc3\xa9", "Location", None),
+    (302, b"Location: /x/\x7f", "Location", None),
+    (302, b"Location: /orders/1?a=b%20c", "Location", "/orders/1?a=b%20c"),
+    (200, b'ETag: "\x01"', "ETag", None),
+    (200, b'ETag: W/"\xe2\x82\xac"', "ETag", None),
+    (200, b'ETag: W/"abc"', "ETag", 'W/"abc"'),
+    (200, b"Cache-Control: no-cache, \x0bmax-age=0", "Cache-Control", None),
+    (200, b"Cache-Control: no-cache,\tmax-age=0", "Cache-Control", "no-cache,\tmax-age=0"),
+    (429, b"Retry-After: \xff\xfe", "Retry-After", None),
+    (429, b"Retry-After: 120", "Retry-After", "120"),
+    (503, b"Retry-After: \xc3\xa9", "Retry-After", None),
+    (503, b"Retry-After: 3600", "Retry-After", "3600"),
+]
+
+
+@pytest.mark.parametrize(("status", "line", "name", "expected"), HEADER_VALUES,
+                         ids=[f"{s}-{line[:30]!r}" for s, line, _, _ in HEADER_VALUES])
+async def test_only_visible_ascii_header_values_reach_the_caller(raw_upstream, status, line, name, expected):
+    raw_upstream.status, raw_upstream.header_lines = status, [line]
+    response = await proxy(http_request("GET", "status"), invocation_context())
+    assert response.status_code == status, response.get_body()
+    headers = dict(response.headers)
+    assert headers.get(name) == expected, headers
+    for value in headers.values():
+        assert all(char == "\t" or " " <= char <= "~" for char in value), headers

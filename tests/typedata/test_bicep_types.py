@@ -1,8 +1,9 @@
 """scripts/bicep_types.py and scripts/json_schemas.py: what they accept and what they catch.
 
-They run in .venv-infra (tree-sitter-bicep, jsonschema, PyYAML), as scripts/check-infra runs them.
-The type data and schemas sit beside the repository (../shared/azure-types, or $AZURE_TYPES_DIR);
-without them these tests skip, as the checks themselves do.
+They need the type data and schemas beside the repository (../shared/azure-types, or
+$AZURE_TYPES_DIR), so they are not part of the default pytest run: scripts/check-infra runs them
+after the checks themselves when the data is there, and says so when it is not. The scripts run in
+.venv-infra (tree-sitter-bicep, jsonschema, PyYAML), as check-infra runs them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from tests.infra import bicep
 ROOT = bicep.ROOT
 TYPES = Path(os.environ.get("AZURE_TYPES_DIR") or ROOT.parent / "shared" / "azure-types")
 
-pytestmark = pytest.mark.skipif(not (TYPES / "bicep").is_dir(), reason=f"no type data at {TYPES}")
+
+@pytest.fixture(autouse=True, scope="module")
+def _type_data() -> None:
+    if not (TYPES / "bicep").is_dir():
+        pytest.fail(f"no type data at {TYPES}: scripts/check-infra runs these tests only when it is there")
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,9 +8,15 @@ with the status and JSON body a caller should see).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from . import telemetry
 from .apim import ApimResponse
 from .runtime import get_runtime
 from .settings import Settings, check_connection_name
+
+if TYPE_CHECKING:
+    import azure.functions as func
 
 __all__ = ["ApiConnection", "api"]
 
@@ -27,10 +33,16 @@ class ApiConnection:
         return get_runtime(self.name).settings
 
     async def call(self, method: str, path: str, *, query: str = "", body: bytes | None = None,
-                   content_type: str | None = None) -> ApimResponse:
-        """Send `method` to `path` under the connection's APIM_BASE_URL, with its identity's token and key."""
-        client = get_runtime(self.name).client
-        return await client.call(method, path, query=query, body=body, content_type=content_type)
+                   content_type: str | None = None, context: func.Context | None = None) -> ApimResponse:
+        """Send `method` to `path` under the connection's APIM_BASE_URL, with its identity's token and key.
+
+        Telemetry is set up on the first call, as for the blueprint's triggers. Pass the
+        invocation's `context` so the call's spans join the invocation's trace; without it
+        they join whatever span is current.
+        """
+        with telemetry.invocation(context):
+            client = get_runtime(self.name).client
+            return await client.call(method, path, query=query, body=body, content_type=content_type)
 
     def __repr__(self) -> str:
         return f"api({self.name!r})"

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.settings import SETTINGS, setting_name
+from shared.telemetry import LIVE_METRICS_SETTING
 
 DEFAULT_IDENTITY = "reader"
 DEFAULT_WRITE_IDENTITY = "writer"
@@ -28,11 +29,14 @@ DEFAULT_TIMER_API_PATH = "/status"
 # SDK stats would only add noise to the stand-in's telemetry. Outside Azure the
 # distro's VM resource detector asks the VM metadata endpoint (169.254.169.254)
 # for 0.2 s on the first invocation; in Functions it skips that, and so does the stand-in.
+# Live Metrics pings Azure's own host unless the connection string names a
+# LiveEndpoint: the app's own setting turns it off (shared.telemetry).
 OFFLINE_EXPORTER_SETTINGS = {
     "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
     "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
     "APPLICATIONINSIGHTS_SDKSTATS_DISABLED": "true",
     "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "azure_app_service",
+    LIVE_METRICS_SETTING: "false",
 }
 
 

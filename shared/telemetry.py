@@ -62,6 +62,9 @@ _propagator = TraceContextTextMapPropagator()
 # The Functions worker's switch, read as the worker reads it (azure_functions_worker.utils.common.is_true_like).
 _WORKER_SWITCH = "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"
 _TRUE_LIKE = frozenset({"1", "true", "t", "yes", "y"})
+_FALSE_LIKE = frozenset({"0", "false", "f", "no", "n"})
+# The distro turns Live Metrics on and has no setting for it (up to 1.8 at least): this is the app's.
+LIVE_METRICS_SETTING = "TELEMETRY_LIVE_METRICS"
 # This package's logger: records of every module in it go to Application Insights when the app exports.
 PACKAGE_LOGGER = __package__ or __name__.rpartition(".")[0]
 
@@ -107,7 +110,7 @@ def _configure(env: Mapping[str, str]) -> str:
     if not env.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
         return "off"
     try:
-        _configure_azure_monitor()
+        _configure_azure_monitor(env)
     except Exception as exc:
         # Never the exception's text: it may quote the connection string.
         _problem = (f"Telemetry is not exported: configure_azure_monitor() failed with {type(exc).__name__}. "
@@ -118,7 +121,15 @@ def _configure(env: Mapping[str, str]) -> str:
     return "app"
 
 
-def _configure_azure_monitor() -> None:
+def live_metrics_enabled(env: Mapping[str, str]) -> bool:
+    """LIVE_METRICS_SETTING: unset keeps the distro's default (on); false-like turns Live Metrics off."""
+    value = (env.get(LIVE_METRICS_SETTING) or "").lower().strip()
+    if value and value not in _TRUE_LIKE | _FALSE_LIKE:
+        logger.warning("%s is %r, neither true nor false: Live Metrics stays on.", LIVE_METRICS_SETTING, value)
+    return value not in _FALSE_LIKE
+
+
+def _configure_azure_monitor(env: Mapping[str, str]) -> None:
     # Imported here: it is the heaviest import of the app and only needed when exporting.
     from azure.monitor.opentelemetry import configure_azure_monitor
 
@@ -127,7 +138,7 @@ def _configure_azure_monitor() -> None:
     # An explicit OTEL_METRICS_EXEMPLAR_FILTER app setting wins.
     os.environ.setdefault("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
     # The exporter reads APPLICATIONINSIGHTS_AUTHENTICATION_STRING itself (Entra-authenticated ingestion).
-    configure_azure_monitor(logger_name=PACKAGE_LOGGER)
+    configure_azure_monitor(logger_name=PACKAGE_LOGGER, enable_live_metrics=live_metrics_enabled(env))
 
 
 # --- ingestion refusing the app's telemetry ------------------------------------------------

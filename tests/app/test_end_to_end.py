@@ -253,7 +253,9 @@ def test_shutdown_leaves_no_exporter_running(endpoints):
                 thread.join(timeout=10)
         print(sorted(t.name for t in threading.enumerate() if t is not threading.main_thread()))
     """)
-    env = {**os.environ, **OFFLINE_EXPORTER_SETTINGS,
+    # Live Metrics on, which the offline settings turn off: the stand-in's connection string
+    # names its own loopback LiveEndpoint, so the pings stay local.
+    env = {**os.environ, **OFFLINE_EXPORTER_SETTINGS, telemetry.LIVE_METRICS_SETTING: "true",
            "APPLICATIONINSIGHTS_CONNECTION_STRING": endpoints["connection_string"]}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
                             cwd=str(PROJECT_ROOT))

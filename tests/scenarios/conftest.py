@@ -111,27 +111,8 @@ def reader_only_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
 
 
 @pytest.fixture(scope="session")
-def in_process_telemetry(endpoints: dict[str, Any]) -> Iterator[None]:
-    """The app's telemetry to the session devstack's ingestion, once per process.
-
-    tests/app sets it up the same way for the whole run when its tests run first; then it is
-    left to tests/app to shut down.
-    """
-    from shared import telemetry
-
-    if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING") == endpoints["connection_string"]:
-        yield
-        return
-    # Entra-authenticated export over HTTPS, as infra/ deploys it (see devstack/appsettings.py).
-    settings = app_settings(endpoints)
-    for name in ("APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
-                 "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE"):
-        os.environ[name] = settings[name]
-    os.environ.setdefault("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "urllib,urllib3,requests")
-    os.environ.setdefault("OTEL_TRACES_SAMPLER", "always_on")
-    telemetry.configure()
-    yield
-    telemetry.shutdown()
+def in_process_telemetry(telemetry_to_devstack: None) -> None:
+    """The app's telemetry to the session devstack's ingestion, once per process: the suite's one set-up."""
 
 
 async def in_process(endpoints: dict[str, Any], monkeypatch: pytest.MonkeyPatch,

@@ -173,15 +173,17 @@ class ApimAuthorizationPolicy(AsyncHTTPPolicy[Any, Any]):
     about the subscription key is not the token's fault: it costs no token request.
     """
 
-    def __init__(self, source: TokenSource) -> None:
+    def __init__(self, source: TokenSource, base_setting: str = "APIM_BASE_URL") -> None:
         super().__init__()
         self.source = source
+        self.base_setting = base_setting  # the connection's name for it, in messages
 
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         url = request.http_request.url
         if not url.lower().startswith("https://") and not is_loopback(url):
             # Settings validation stops this first; should it ever get here, it is configuration, not input.
-            raise ConfigurationError(["Refusing to send a bearer token over plain HTTP: APIM_BASE_URL must use https."])
+            raise ConfigurationError([f"Refusing to send a bearer token over plain HTTP: {self.base_setting} must "
+                                      "use https."])
         token = await self.source.get()
         self._authorize(request, token.token)
         response = await self.next.send(request)
@@ -245,7 +247,7 @@ class ApimClient:
             HeadersPolicy(base_headers=headers),
             WriteSafeRetryPolicy(retry_total=3, retry_backoff_factor=0.5, retry_backoff_max=8,
                                  timeout=self.timeouts.total, max_retry_after=self.timeouts.max_retry_after),
-            ApimAuthorizationPolicy(source),
+            ApimAuthorizationPolicy(source, self.settings.name("APIM_BASE_URL")),
             AttemptDeadlinePolicy(self.timeouts.connect + self.timeouts.read),
             HttpLoggingPolicy(http_logging_level=HTTP_LOGGING_LEVEL),
             DependencySpanPolicy(self.settings.apim_base_url, telemetry.tracer),
@@ -259,7 +261,8 @@ class ApimClient:
                    content_type: str | None = None) -> ApimResponse:
         """Send one call; 401/403/415/429 and 5xx become typed errors with a hint."""
         # Outside the timed part: a bad path or query is the caller's 400, not a failed call to APIM.
-        url = build_url(self.settings.apim_base_url, path, query)
+        url = build_url(self.settings.apim_base_url, path, query, base_setting=self.settings.name("APIM_BASE_URL"),
+                        proxy_route=self.settings.route("proxy"))
         started = time.perf_counter()
         status: int | None = None
         try:
@@ -267,7 +270,7 @@ class ApimClient:
             status = response.status
             self._raise_for_status(method, response, content_type)
         except Exception as exc:
-            error = _transport_error(exc)
+            error = _transport_error(exc, self.settings)
         else:
             telemetry.record_call(method, status, _ms_since(started))
             return response
@@ -332,7 +335,7 @@ def _field_value(value: str | None) -> str | None:
     return value if value is not None and _FIELD_VALUE.fullmatch(value) else None
 
 
-def _transport_error(exc: BaseException) -> AppError:
+def _transport_error(exc: BaseException, settings: Settings) -> AppError:
     """A failure of the call as the caller hears it; our words only (library text can quote the request)."""
     if isinstance(exc, AppError):
         return exc
@@ -340,8 +343,8 @@ def _transport_error(exc: BaseException) -> AppError:
     if failure is ConnectionFailure.TIMEOUT:
         return UpstreamTimeout("APIM did not answer in time.")
     if failure is ConnectionFailure.NOT_CONNECTED:
-        return UpstreamUnavailable("Could not connect to APIM.", hint="Check APIM_BASE_URL and that the gateway is "
-                                                                      "reachable.")
+        return UpstreamUnavailable("Could not connect to APIM.",
+                                   hint=f"Check {settings.name('APIM_BASE_URL')} and that the gateway is reachable.")
     if failure is ConnectionFailure.BROKEN:
         return UpstreamUnavailable("The connection to APIM failed before a complete answer.")
     return UnexpectedError("Unexpected error while calling the API.", cause=type(exc))

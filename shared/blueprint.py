@@ -15,12 +15,11 @@ from __future__ import annotations
 import azure.functions as func
 
 from . import handlers
-from .settings import check_connection_name, setting_name
+from .settings import ROUTE_PREFIX, check_connection_name, routes, setting_name
 
 __all__ = ["FUNCTION_PREFIX", "ROUTE_PREFIX", "blueprint", "function_names", "routes"]
 
 FUNCTION_PREFIX = "apim_"
-ROUTE_PREFIX = "apim"
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -29,13 +28,6 @@ def function_names(connection: str | None = None) -> dict[str, str]:
     name = check_connection_name(connection)
     stem = FUNCTION_PREFIX + (f"{name.lower()}_" if name else "")
     return {"proxy": f"{stem}proxy", "health": f"{stem}health", "timer": f"{stem}timer"}
-
-
-def routes(connection: str | None = None) -> dict[str, str]:
-    """The routes (under /api/) of a connection's blueprint: the proxy and health."""
-    name = check_connection_name(connection)
-    stem = ROUTE_PREFIX + (f"-{name.lower()}" if name else "")
-    return {"proxy": f"{stem}/{{*path}}", "health": f"{stem}-health"}
 
 
 def blueprint(connection: str | None = None, *, timer: bool = True) -> func.Blueprint:

@@ -14,6 +14,7 @@ import azure.functions as func
 from . import telemetry
 from .errors import AppError, BadRequest, BodyTooLarge, ConfigurationError, UnexpectedError, UpstreamError
 from .runtime import get_runtime, settings_or_error
+from .settings import routes
 from .tokens import token_report
 
 __all__ = ["MAX_BODY_BYTES", "forward", "health", "scheduled_call"]
@@ -36,7 +37,7 @@ async def forward(req: func.HttpRequest, context: func.Context | None = None,
                 req.method, req.route_params.get("path", ""), query=urlsplit(req.url).query,
                 body=body, content_type=content_type)
         except Exception as exc:
-            return _error_response(exc, f"{req.method} /api/apim")
+            return _error_response(exc, f"{req.method} /api/{routes(connection)['proxy']}")
         content_type = response.content_type or "application/octet-stream"
         return func.HttpResponse(body=response.body, status_code=response.status,
                                  headers={**response.headers, "Content-Type": content_type},

@@ -65,34 +65,40 @@ def hint_for(status: int, message: str, *, method: str, claims: dict[str, Any], 
     identity = claims.get("azp") or claims.get("appid") or settings.client_id_for(method) or "(default identity)"
     roles = claims.get("roles") or []
     if status == 401:
-        return _token_hint(identity, claims, settings) + " " + _renewal_note(renewal, renew_interval)
+        return _token_hint(identity, claims, settings) + " " + _renewal_note(renewal, renew_interval, settings)
     if not claims:
         return (f"APIM refused identity {identity} for {method.upper()}: it most likely lacks the app role this "
                 f"operation requires on {settings.api_app_id_uri}.")
     which = settings.identity_setting_for(method)
     if not roles:
         return (f"Identity {identity} has no app role on the API {settings.api_app_id_uri}: assign it a role "
-                f"(an appRoleAssignedTo on the API's service principal; infra/ does this). {_ROLE_LAG} "
+                f"(an appRoleAssignedTo on the API's service principal; infra/ does this). {_role_lag(settings)} "
                 f"Meanwhile, set {which} to an identity that already has the role.")
     return (f"Identity {identity} has roles {roles} on {settings.api_app_id_uri}, but APIM requires another role "
             f"for {method.upper()}. Assign the required role, or set {which} to an identity that has it. "
-            + _ROLE_LAG)
+            + _role_lag(settings))
 
 
 # Managed-identity tokens are cached by the platform (App Service, IMDS) for up to 24 hours, and it
 # cannot be made to refresh: a role assigned now is in the token only once the cached one expires.
-_ROLE_LAG = ("A role assigned or removed shows only in a token issued after it: Azure caches a managed "
-             "identity's token for up to 24 hours, and /api/apim-health?probe=token shows when the current one was "
-             "issued and when it expires.")
+def _role_lag(settings: Settings) -> str:
+    return ("A role assigned or removed shows only in a token issued after it: Azure caches a managed "
+            f"identity's token for up to 24 hours, and {_token_probe(settings)} shows when the current one was "
+            "issued and when it expires.")
 
 
-def _renewal_note(renewal: Renewal, interval: float) -> str:
+def _token_probe(settings: Settings) -> str:
+    """The connection's health route that shows its token's claims."""
+    return settings.route("health") + "?probe=token"
+
+
+def _renewal_note(renewal: Renewal, interval: float, settings: Settings) -> str:
     every = f"The app asks for a new token after a 401 at most once every {interval:g} s per identity"
     if renewal is Renewal.UNCHANGED:
         return (f"{every}; the identity endpoint handed back the same token, so it was not sent again: Azure "
                 "caches a managed identity's token for up to 24 hours, so a role assigned or an audience changed "
                 "recently shows only in a later token. Meanwhile, wait for the token to expire (see "
-                "/api/apim-health?probe=token), or use an identity whose token is already right.")
+                f"{_token_probe(settings)}), or use an identity whose token is already right.")
     if renewal is Renewal.FAILED:
         return f"{every}; getting a new one failed (see the log)."
     if renewal is Renewal.RENEWED:

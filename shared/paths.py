@@ -24,16 +24,20 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_PATH_LENGTH = 2048
 
 
-def build_url(base_url: str, path: str, query: str = "") -> str:
-    """`base_url` + `/path` + `?query`, or BadRequest naming what is wrong."""
-    segments = _safe_segments(path)
+def build_url(base_url: str, path: str, query: str = "", *, base_setting: str = "APIM_BASE_URL",
+              proxy_route: str | None = "/api/apim") -> str:
+    """`base_url` + `/path` + `?query`, or BadRequest naming what is wrong.
+
+    Messages name the connection's own `base_setting` and `proxy_route` (None: no route to suggest).
+    """
+    segments = _safe_segments(path, base_setting, proxy_route)
     url = base_url.rstrip("/") + "/" + "/".join(quote(s, safe=_SEGMENT_SAFE) for s in segments)
-    _assert_inside(base_url, url)
+    _assert_inside(base_url, url, base_setting)
     forwarded = forwarded_query(query)
     return f"{url}?{forwarded}" if forwarded else url
 
 
-def _safe_segments(path: str) -> list[str]:
+def _safe_segments(path: str, base_setting: str, proxy_route: str | None) -> list[str]:
     if len(path) > MAX_PATH_LENGTH:
         raise BadRequest(f"The path is longer than {MAX_PATH_LENGTH} characters.")
     _require_unicode(path, "path")
@@ -44,7 +48,9 @@ def _safe_segments(path: str) -> list[str]:
     if "%" in path:  # the host decoded the path once; a '%' left is encoded twice, or not encoding at all
         raise BadRequest("The path contains '%' after the host decoded it: percent-encode the path exactly once.")
     if not path.strip("/"):
-        raise BadRequest("The path is empty: call /api/apim/<path under APIM_BASE_URL>, e.g. /api/apim/status.")
+        where = f"call {proxy_route}/<path under {base_setting}>, e.g. {proxy_route}/status" if proxy_route \
+            else f"give a path under {base_setting}, e.g. /status"
+        raise BadRequest(f"The path is empty: {where}.")
     segments = path.strip("/").split("/") if not path.startswith("//") else [""]
     for segment in segments:
         if segment == "":
@@ -53,16 +59,16 @@ def _safe_segments(path: str) -> list[str]:
         if segment.split(";", 1)[0] in (".", ".."):
             raise BadRequest("The path contains '.' or '..' segments.")
     if ":" in segments[0]:
-        raise BadRequest("The path looks like an absolute URL; give a path under APIM_BASE_URL instead.")
+        raise BadRequest(f"The path looks like an absolute URL; give a path under {base_setting} instead.")
     return segments
 
 
-def _assert_inside(base_url: str, url: str) -> None:
+def _assert_inside(base_url: str, url: str, base_setting: str) -> None:
     # Belt and braces: whatever the checks above missed, the result must stay under the base.
     base, target = urlsplit(base_url.rstrip("/") + "/"), urlsplit(url)
     same_origin = (base.scheme, base.netloc) == (target.scheme, target.netloc)
     if not same_origin or not target.path.startswith(base.path):
-        raise BadRequest("The path would leave APIM_BASE_URL.")
+        raise BadRequest(f"The path would leave {base_setting}.")
 
 
 def forwarded_query(query: str) -> str:

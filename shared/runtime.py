@@ -51,7 +51,9 @@ def build_runtime(settings: Settings, timeouts: RuntimeTimeouts | None = None) -
         client_id: TokenSource(
             create_credential(client_id, settings.tenant_id, connection_timeout=timeouts.identity_connect,
                               read_timeout=timeouts.identity_read),
-            settings.scope, client_id=client_id)
+            settings.scope, client_id=client_id, connection=settings.connection,
+            identity_setting=settings.identity_setting_for("GET" if client_id == settings.client_id_for("GET")
+                                                           else "POST"))
         for client_id in settings.client_ids
     }
     return Runtime(settings=settings, client=ApimClient(settings, sources, timeouts=timeouts.apim),

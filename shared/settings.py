@@ -156,7 +156,7 @@ def _timer_target(value: str) -> TimerTarget:
         raise InvalidValue("must be a path under the API that starts with '/', e.g. /status.")
     try:
         # The same checks a caller's path gets: what the timer sends can never leave the API either.
-        build_url("https://settings.invalid/api", path, query)
+        build_url("https://settings.invalid/api", path, query, base_setting="{APIM_BASE_URL}", proxy_route=None)
     except BadRequest as error:
         raise InvalidValue(f"must be a path under the API, e.g. /status or /items?top=10: {error.message}") from None
     return TimerTarget(path=path, query=query)
@@ -218,6 +218,16 @@ def setting_name(name: str, connection: str | None = None) -> str:
     return name if prefix is None else f"{prefix}_{name}"
 
 
+ROUTE_PREFIX = "apim"
+
+
+def routes(connection: str | None = None) -> dict[str, str]:
+    """The routes (under /api/) of a connection's blueprint: the proxy and health."""
+    name = check_connection_name(connection)
+    stem = ROUTE_PREFIX + (f"-{name.lower()}" if name else "")
+    return {"proxy": f"{stem}/{{*path}}", "health": f"{stem}-health"}
+
+
 @dataclass(frozen=True)
 class Settings:
     apim_base_url: str
@@ -236,6 +246,10 @@ class Settings:
     def name(self, default_name: str) -> str:
         """The full name of one of this connection's settings, for messages: name("APIM_BASE_URL")."""
         return setting_name(default_name, self.connection)
+
+    def route(self, kind: str) -> str:
+        """This connection's route, for messages: route("health") is "/api/apim-health" for the default one."""
+        return "/api/" + routes(self.connection)[kind].removesuffix("/{*path}")
 
     def client_id_for(self, method: str) -> str | None:
         """The identity for a call: the writer for anything but a read, when one is set."""
@@ -302,7 +316,7 @@ def load_settings(environ: Mapping[str, str] | None = None, connection: str | No
         try:
             parsed = setting.parse(value)
         except InvalidValue as refusal:
-            problems.append(f"{name} {refusal}")
+            problems.append(f"{name} {_SETTING_REFERENCE.sub(lambda m: setting_name(m[1], prefix), str(refusal))}")
             continue
         if setting.field is not None:
             values[setting.field] = parsed

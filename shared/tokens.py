@@ -33,6 +33,7 @@ from azure.identity.aio import ManagedIdentityCredential
 
 from . import telemetry
 from .errors import AppError, ConnectionFailure, TokenError, connection_failure
+from .settings import setting_name
 
 __all__ = ["MIN_REMAINING_SECONDS", "REFRESH_MARGIN_SECONDS", "REFRESH_RETRY_SECONDS", "RENEW_INTERVAL_SECONDS",
            "Renewal", "TokenSource", "describe_token", "token_error", "token_report"]
@@ -109,9 +110,13 @@ class TokenSource:
     """Tokens for (credential, scope), with one fetch in flight, early refresh and bounded renewal."""
 
     def __init__(self, credential: AsyncSupportsTokenInfo, scope: str, *, client_id: str | None,
-                 clock: Callable[[], float] = time.time, renew_interval: float = RENEW_INTERVAL_SECONDS) -> None:
+                 clock: Callable[[], float] = time.time, renew_interval: float = RENEW_INTERVAL_SECONDS,
+                 connection: str | None = None, identity_setting: str | None = None) -> None:
         self.credential = credential
         self.scope = scope
+        # The connection's setting names, for the hints of a failure (`token_error`).
+        self.connection = connection
+        self.identity_setting = identity_setting
         # What logs, hints and telemetry call this identity: its client ID, or "default".
         self.identity = client_id or "default"
         self.renew_interval = renew_interval
@@ -188,7 +193,7 @@ class TokenSource:
             try:
                 token = await self.credential.get_token_info(self.scope, options=self._options(bypass_cache))
             except Exception as exc:
-                error = token_error(exc)
+                error = token_error(exc, connection=self.connection, identity_setting=self.identity_setting)
             else:
                 span.set_outcome("success", token)
                 self._token, self._fetched_at, self._refresh_failed_at = token, self._clock(), None
@@ -230,23 +235,28 @@ _IDENTITY_UNREACHABLE_HINT = (
     "IDENTITY_ENDPOINT is its current value.")
 
 
-def token_error(exc: BaseException) -> TokenError:
+def token_error(exc: BaseException, *, connection: str | None = None,
+                identity_setting: str | None = None) -> TokenError:
     """An azure-identity (or azure-core transport) failure to get a token, in our words.
 
     Only exception types, status codes and Entra's error codes decide: library
-    messages can echo the endpoint's answer, so they are never copied.
+    messages can echo the endpoint's answer, so they are never copied. Hints name
+    `connection`'s settings; `identity_setting` is the one that chose the identity
+    (default: the connection's MANAGED_IDENTITY_CLIENT_ID).
     """
     if isinstance(exc, TokenError):
         return exc
+    identity = identity_setting or setting_name("MANAGED_IDENTITY_CLIENT_ID", connection)
+    audience = setting_name("API_APP_ID_URI", connection)
     if isinstance(exc, CredentialUnavailableError):
         return TokenError(
             "The managed identity is not available here.",
             hint="In Azure, check that the identity is assigned to the Function App and that "
-            "MANAGED_IDENTITY_CLIENT_ID is its client ID. On a laptop, run `python -m devstack up` "
-            "and use its settings, or unset MANAGED_IDENTITY_CLIENT_ID to use your `az login`.",
+            f"{identity} is its client ID. On a laptop, run `python -m devstack up` "
+            f"and use its settings, or unset {identity} to use your `az login`.",
         )
     if isinstance(exc, ClientAuthenticationError):
-        return _identity_failure(exc)
+        return _identity_failure(exc, identity, audience)
     failure = connection_failure(exc)
     if failure is ConnectionFailure.TIMEOUT:
         return TokenError("The managed-identity endpoint did not answer in time.", hint=_IDENTITY_UNREACHABLE_HINT,
@@ -259,7 +269,7 @@ def token_error(exc: BaseException) -> TokenError:
     return TokenError("Unexpected error while getting an access token.")
 
 
-def _identity_failure(exc: ClientAuthenticationError) -> TokenError:
+def _identity_failure(exc: ClientAuthenticationError, identity: str, audience: str) -> TokenError:
     # azure-identity raises this one type for a refusal, a failing endpoint and an unreadable
     # answer; the HTTP status it carries (when there was a response) tells them apart.
     status = exc.status_code if exc.response is not None else None
@@ -270,22 +280,23 @@ def _identity_failure(exc: ClientAuthenticationError) -> TokenError:
         # App Service answers this one vague 500 for any token Entra refuses, as well as for its own failures.
         return TokenError("The identity endpoint failed with HTTP 500, also after azure-identity's retries.",
                           hint="If it persists, Entra ID is refusing the token and App Service does not say why: "
-                               "check that API_APP_ID_URI names the API's app registration and that the identity "
+                               f"check that {audience} names the API's app registration and that the identity "
                                "has an app role on it (the API requires one). Otherwise it is transient: retry.")
     if status is not None and status > 500:
         return TokenError(f"The identity endpoint failed with HTTP {status}, also after azure-identity's retries.",
                           hint="In Azure this is usually transient: retry.")
-    return TokenError("The identity endpoint refused to issue a token.", hint=_identity_refusal_hint(exc))
+    return TokenError("The identity endpoint refused to issue a token.",
+                      hint=_identity_refusal_hint(exc, identity, audience))
 
 
-def _identity_refusal_hint(exc: ClientAuthenticationError) -> str:
+def _identity_refusal_hint(exc: ClientAuthenticationError, identity: str, audience: str) -> str:
     text = str(getattr(exc, "message", "") or "")
     if "AADSTS500011" in text:  # "The resource principal named … was not found in the tenant"
-        return "Entra ID has no app with this App ID URI in the tenant: check API_APP_ID_URI."
+        return f"Entra ID has no app with this App ID URI in the tenant: check {audience}."
     if "AADSTS501051" in text:  # "Application … is not assigned to a role for the application …"
         return ("The identity has no app role on the API, and the API requires one before Entra ID issues a "
                 "token: assign it a role (an appRoleAssignedTo on the API's service principal), then retry.")
     if "No User Assigned" in text or "Identity not found" in text:
-        return ("No managed identity with that client ID is assigned to this app: check "
-                "MANAGED_IDENTITY_CLIENT_ID against the identity's client ID (not its principal ID).")
-    return "Check the identity assignment and API_APP_ID_URI."
+        return (f"No managed identity with that client ID is assigned to this app: check "
+                f"{identity} against the identity's client ID (not its principal ID).")
+    return f"Check the identity assignment and {audience}."

@@ -11,6 +11,7 @@ from azure.identity import CredentialUnavailableError
 
 from shared.apim import _transport_error
 from shared.errors import TokenError, UpstreamUnavailable
+from shared.settings import Settings
 from shared.tokens import token_error
 
 REFUSED = aiohttp.ClientConnectorError(SimpleNamespace(ssl=None, host="127.0.0.1", port=1), OSError(111, "refused"))
@@ -23,7 +24,7 @@ REFUSED = aiohttp.ClientConnectorError(SimpleNamespace(ssl=None, host="127.0.0.1
     (aiohttp.ClientOSError(104, "Connection reset by peer"), "The connection to APIM failed before a complete answer."),
 ])
 def test_a_request_error_says_could_not_connect_only_when_it_could_not(inner, message):
-    error = _transport_error(ServiceRequestError("library text", error=inner))
+    error = _transport_error(ServiceRequestError("library text", error=inner), Settings("https://apim.example/x", "api://x"))
     assert isinstance(error, UpstreamUnavailable) and error.message == message
 
 

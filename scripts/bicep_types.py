@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import tree_sitter_bicep
+from azure_types import default_types_dir  # scripts/ is on sys.path when run as a script
 from tree_sitter import Language, Node, Parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -407,11 +407,6 @@ def compare_parsers(path: Path, display: str) -> list[Finding]:
 
 
 # ---- command line ------------------------------------------------------------------------------
-
-
-def default_types_dir() -> Path:
-    configured = os.environ.get("AZURE_TYPES_DIR")
-    return Path(configured) if configured else ROOT.parent / "shared" / "azure-types"
 
 
 def main(argv: list[str] | None = None) -> int:

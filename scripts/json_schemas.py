@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+from azure_types import default_types_dir  # scripts/ is on sys.path when run as a script
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
@@ -63,11 +63,6 @@ def _closest(error: jsonschema.ValidationError) -> list[jsonschema.ValidationErr
         branches.setdefault(sub.relative_schema_path[0], []).append(sub)
     # Fewest errors; on a tie the deepest (a wrong value beats "nothing here is allowed").
     return min(branches.values(), key=lambda errs: (len(errs), -max(len(e.absolute_path) for e in errs)))
-
-
-def default_types_dir() -> Path:
-    configured = os.environ.get("AZURE_TYPES_DIR")
-    return Path(configured) if configured else ROOT.parent / "shared" / "azure-types"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,13 +42,18 @@ class ApiApp:
     app_id_uri: str
     client_id: str
     accepted_token_version: int
-    read_role: str
+    read_role: str  # "" for an app with no app roles (the sample backend's)
     write_role: str
     # appRoleAssignmentRequired on the API's service principal (infra/ sets it): Entra then
     # issues no token for the API to an identity without an app role (AADSTS501051).
     assignment_required: bool = True
     # Optional claims the app registration asks for (optionalClaims.accessToken), e.g. "idtyp".
     optional_claims: tuple[str, ...] = ()
+
+    @property
+    def app_roles(self) -> tuple[str, ...]:
+        """The app roles the registration defines."""
+        return tuple(role for role in (self.read_role, self.write_role) if role)
 
     def matches(self, resource: str) -> bool:
         """True if `resource` (as sent to a token endpoint) names this app."""
@@ -64,6 +69,15 @@ class ExtraApi:
     app: ApiApp
     api_path: str
     policy_dir: Path
+
+
+@dataclass(frozen=True)
+class SampleBackend:
+    """The sample backend API (infra/sample-backend): its app registration, its path and its policy file."""
+
+    app: ApiApp
+    api_path: str
+    policy: Path
 
 
 @dataclass(frozen=True)
@@ -88,11 +102,16 @@ class StackConfig:
     ingestion_local_auth: bool = False
     # The Logic App workflow definition infra/ deploys (devstack.logicapp runs it).
     logic_app_workflow: Path = field(default_factory=lambda: PROJECT_ROOT / "infra" / "logic-app" / "workflow.json")
+    sample_backend: SampleBackend | None = None
+    # The APIM service's own (system-assigned) managed identity: what authentication-managed-identity
+    # gets tokens for. Not one of `identities`, which are the Function App's.
+    apim_identity: Identity | None = None
 
     @property
     def apis(self) -> tuple[ApiApp, ...]:
-        """Every API app registration: the main one first."""
-        return (self.api, *(extra.app for extra in self.extra_apis))
+        """Every app registration the identity platform issues tokens for: the main API first."""
+        backend = (self.sample_backend.app,) if self.sample_backend else ()
+        return (self.api, *(extra.app for extra in self.extra_apis), *backend)
 
     def api_for(self, resource: str) -> ApiApp | None:
         """The API app registration `resource` names, if any."""
@@ -125,16 +144,35 @@ def parse_port(service: str, value: object) -> int:
 
 
 def _api_app(api: dict) -> ApiApp:
+    roles = api.get("roles", {})
     return ApiApp(
         display_name=api.get("display_name", "API"),
         app_id_uri=api["app_id_uri"],
         client_id=api["client_id"],
         accepted_token_version=int(api.get("accepted_token_version", 2)),
-        read_role=api["roles"]["read"],
-        write_role=api["roles"]["write"],
+        read_role=roles.get("read", ""),
+        write_role=roles.get("write", ""),
         assignment_required=bool(api.get("assignment_required", True)),
         optional_claims=tuple(api.get("optional_claims", ())),
     )
+
+
+def _identity(name: str, item: dict) -> Identity:
+    return Identity(
+        name=name,
+        client_id=item["client_id"],
+        principal_id=item["principal_id"],
+        resource_id=item["resource_id"],
+        roles=tuple(item.get("roles", ())),
+        system_assigned=bool(item.get("system_assigned", False)),
+        azure_roles=tuple(item.get("azure_roles", ())),
+    )
+
+
+def _sample_backend(raw: dict | None) -> SampleBackend | None:
+    if raw is None:
+        return None
+    return SampleBackend(app=_api_app(raw), api_path=raw["api_path"].strip("/"), policy=_project_path(raw["policy"]))
 
 
 def _project_path(value: str) -> Path:
@@ -152,18 +190,7 @@ def load_config(path: Path | str | None = None, **overrides: object) -> StackCon
     config = StackConfig(
         tenant_id=raw["tenant_id"],
         api=_api_app(api),
-        identities={
-            name: Identity(
-                name=name,
-                client_id=item["client_id"],
-                principal_id=item["principal_id"],
-                resource_id=item["resource_id"],
-                roles=tuple(item.get("roles", ())),
-                system_assigned=bool(item.get("system_assigned", False)),
-                azure_roles=tuple(item.get("azure_roles", ())),
-            )
-            for name, item in raw["identities"].items()
-        },
+        identities={name: _identity(name, item) for name, item in raw["identities"].items()},
         other_resources=tuple(raw.get("other_resources", ())),
         extra_apis=tuple(
             ExtraApi(name=extra["name"], app=_api_app(extra), api_path=extra["api_path"].strip("/"),
@@ -178,6 +205,8 @@ def load_config(path: Path | str | None = None, **overrides: object) -> StackCon
         openid_refetch_seconds=int(apim.get("openid_refetch_seconds", 300)),
         ingestion_local_auth=bool(raw.get("ingestion", {}).get("local_auth", False)),
         logic_app_workflow=workflow if workflow.is_absolute() else PROJECT_ROOT / workflow,
+        sample_backend=_sample_backend(raw.get("sample_backend")),
+        apim_identity=_identity("apim", {**apim["identity"], "system_assigned": True}) if "identity" in apim else None,
     )
     if overrides:
         from dataclasses import replace

@@ -56,8 +56,8 @@ async def clear_faults(request: web.Request) -> web.Response:
 
 async def reset(request: web.Request) -> web.Response:
     """Forget counters, telemetry, recorded backend requests, workflow runs and faults, restore
-    the configured app role assignments and empty the platform's token cache (not the backend's
-    orders)."""
+    the configured app role assignments and empty the platform's token cache (not the inventory
+    backend's stock levels)."""
     state = request.app[STATE]
     state.roles.reset()
     state.platform.roll_over()

@@ -149,7 +149,7 @@ class TokenIssuer:
         api = config.api_for(resource)
         is_api = api is not None
         roles = identity.roles if roles is None else roles
-        roles = [r for r in roles if api is not None and r in (api.read_role, api.write_role)]
+        roles = [r for r in roles if api is not None and r in api.app_roles]
         issued = now - config.token_backdate_seconds
         claims: dict[str, Any] = {
             "iat": issued,

@@ -121,6 +121,8 @@ def describe(state: StackState, urls: dict[str, str]) -> dict[str, Any]:
             for extra in config.extra_apis
         },
         "backend_url": urls["backend"],
+        # The Orders API's serviceUrl: the sample backend (infra/sample-backend/policy.xml).
+        "sample_backend_url": f"{urls['backend']}/{config.sample_backend.api_path}" if config.sample_backend else None,
         "ingestion_endpoint": ingestion,
         "ca_bundle": str(state.tls.bundle) if state.tls else None,
         "connection_string": (

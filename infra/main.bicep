@@ -76,6 +76,9 @@ param separateWriterIdentity bool = true
 @description('URL of your backend API behind APIM. Empty: a sample backend served by APIM itself (infra/sample-backend/).')
 param backendServiceUrl string = ''
 
+@description('With backendServiceUrl: the App ID URI (or client ID) of your backend\'s app registration. API Management calls your backend with a token of its managed identity for it, instead of the caller\'s token. Required with backendServiceUrl.')
+param backendAppIdUri string = ''
+
 @description('TIMER_SCHEDULE of the timer trigger (NCRONTAB with seconds). Default: every 5 minutes.')
 param timerSchedule string = '0 */5 * * * *'
 
@@ -132,6 +135,13 @@ var tags = {
 var apiUniqueName = 'orders-api-${resourceToken}'
 var apiAppIdUri = 'api://${tenant().tenantId}/${apiUniqueName}'
 
+// The sample backend's app registration (only without backendServiceUrl), in the same pattern.
+var useSampleBackend = empty(backendServiceUrl)
+var sampleBackendUniqueName = 'orders-sample-backend-${resourceToken}'
+var sampleBackendAppIdUri = 'api://${tenant().tenantId}/${sampleBackendUniqueName}'
+// What API Management's managed identity gets a token for when it calls the backend.
+var backendTokenAudience = useSampleBackend ? sampleBackendAppIdUri : (empty(backendAppIdUri) ? fail('backendServiceUrl is set, so backendAppIdUri must be too: the App ID URI of your backend\'s app registration (API Management calls it with its managed identity).') : backendAppIdUri)
+
 // App role values: the Entra app roles, the APIM named values the policies check, and the
 // devstack's roles (devstack/config.json) are all these two strings.
 var roles = {
@@ -184,6 +194,16 @@ module entraApi 'modules/entra-api.bicep' = {
   }
 }
 
+module entraSampleBackend 'modules/entra-sample-backend.bicep' = if (useSampleBackend) {
+  name: 'entra-sample-backend-${resourceToken}'
+  params: {
+    uniqueName: sampleBackendUniqueName
+    displayName: 'Orders sample backend (${environmentName})'
+    identifierUri: sampleBackendAppIdUri
+    serviceManagementReference: serviceManagementReference
+  }
+}
+
 module apim 'modules/apim.bicep' = {
   name: 'apim'
   scope: rg
@@ -200,6 +220,8 @@ module apim 'modules/apim.bicep' = {
     readRole: roles.read
     writeRole: roles.write
     backendServiceUrl: backendServiceUrl
+    backendAppIdUri: backendTokenAudience
+    sampleBackendClientId: useSampleBackend ? entraSampleBackend!.outputs.appId : ''
     createLogicAppSubscription: deployLogicApp
   }
 }
@@ -324,6 +346,7 @@ output APIM_BASE_URL string = apim.outputs.apiBaseUrl
 output API_APP_ID_URI string = entraApi.outputs.identifierUri
 output API_CLIENT_ID string = entraApi.outputs.appId
 output API_APP_UNIQUE_NAME string = apiUniqueName
+output SAMPLE_BACKEND_CLIENT_ID string = useSampleBackend ? entraSampleBackend!.outputs.appId : ''
 output MANAGED_IDENTITY_CLIENT_ID string = identities.outputs.readerClientId
 output MANAGED_IDENTITY_WRITE_CLIENT_ID string = separateWriterIdentity ? identities.outputs.writerClientId : identities.outputs.readerClientId
 output KEY_VAULT_NAME string = keyVault.outputs.vaultName

@@ -19,6 +19,7 @@ from azure.core.pipeline.transport import AioHttpTransport
 from devstack import DevStack
 from devstack.appsettings import OFFLINE_EXPORTER_SETTINGS, app_settings
 from devstack.cli import FREE_PORTS_ENV
+from devstack.config import load_config
 
 # The objects the worker builds, re-exported for the test modules that invoke functions.
 from devstack.invocation import indexed_functions, invocation_context, timer_request, user_functions  # noqa: F401
@@ -35,6 +36,21 @@ def pytest_configure(config: pytest.Config) -> None:
     # Every `python -m devstack up` a test starts picks free ports (unless the test names one):
     # the fixed default ports may be held by a developer's stack or another test run.
     os.environ[FREE_PORTS_ENV] = "1"
+
+
+# Where the Orders API's calls arrive on the backend service: the sample backend API's path
+# (the Orders API's serviceUrl). A recorded backend request's "path" starts with it.
+_sample_backend = load_config().sample_backend
+assert _sample_backend is not None
+SAMPLE_BACKEND = "/" + _sample_backend.api_path
+
+
+def apim_token(stack: DevStack) -> str:
+    """What API Management sends the sample backend: a token of its own managed identity."""
+    config = stack.state.config
+    assert config.apim_identity is not None and config.sample_backend is not None
+    grant, _ = stack.state.platform.grant(config.apim_identity, config.sample_backend.app.app_id_uri)
+    return grant.token
 
 
 class Control:

@@ -3,7 +3,10 @@
 `create_app` reads `infra/apim` (api.json and the policy XML) when the stand-in
 starts and refuses to start, with a PolicyError naming each file and element, on
 anything it does not implement. The named values the files use are filled from the
-stand-in's own configuration, as Bicep fills them in Azure.
+stand-in's own configuration, as Bicep fills them in Azure. `sample_backend_gateway`
+runs infra/sample-backend/policy.xml the same way, for the backend service; the
+APIM service's own managed identity (authentication-managed-identity) gets its tokens
+from the identity stand-in's platform cache.
 
 Modules: `api` (api.json, routes), `registry` (every policy element the stand-in
 implements, with its reader and handler; how to add one is there), `statements`
@@ -24,21 +27,25 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from devstack.apim.api import Api, load_api
+from devstack.apim.api import API_FILE, Api, load_api, load_policy_api
 from devstack.apim.errors import PolicyError
-from devstack.apim.gateway import Gateway
+from devstack.apim.gateway import Gateway, ManagedIdentityToken, ManagedIdentityUnavailable
 from devstack.apim.openid import HttpMetadataSource, MetadataSource
 from devstack.apim.registry import handlers
 from devstack.config import ApiApp, ExtraApi
 from devstack.faults import fault_middleware
+from devstack.identity.platform import Refusal, is_known_resource
 from devstack.network import network_middleware
 from devstack.state import StackState
 
-__all__ = ["PolicyError", "create_app", "load_gateway_api", "named_values"]
+__all__ = ["PolicyError", "create_app", "load_gateway_api", "named_values", "sample_backend_gateway"]
 
 log = logging.getLogger(__name__)
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+# The gateway's signing keys, kept in the stack's state: the sample backend is an API of the same
+# APIM service, so its token checks share them (one OpenID refetch per unknown kid, not two).
+_SIGNING_KEYS = "apim_signing_keys"
 # The gateway's own time limit is forward-request's timeout; the client adds none of its own.
 _CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30)
 
@@ -50,7 +57,7 @@ def named_values(state: StackState, app: ApiApp | None = None) -> dict[str, str]
     openid_config_url = state.endpoints.get("openid_config_url")
     if not openid_config_url:
         raise RuntimeError("the APIM stand-in needs state.endpoints['openid_config_url'] (the stack sets it)")
-    return {
+    values = {
         "tenant-id": config.tenant_id,
         "api-app-id-uri": app.app_id_uri,
         "api-client-id": app.client_id,
@@ -58,6 +65,14 @@ def named_values(state: StackState, app: ApiApp | None = None) -> dict[str, str]
         "reader-role": app.read_role,
         "writer-role": app.write_role,
     }
+    # What infra/modules/apim.bicep adds for the sample backend and the call to it.
+    if config.sample_backend is not None:
+        values["backend-app-id-uri"] = config.sample_backend.app.app_id_uri
+        values["sample-backend-app-id-uri"] = config.sample_backend.app.app_id_uri
+        values["sample-backend-client-id"] = config.sample_backend.app.client_id
+    if config.apim_identity is not None:
+        values["apim-principal-id"] = config.apim_identity.principal_id
+    return values
 
 
 def load_extra_api(state: StackState, extra: ExtraApi) -> Api:
@@ -83,7 +98,10 @@ def load_gateway_api(state: StackState, policy_dir: Path | None = None) -> Api:
 def create_app(state: StackState, *, metadata_source: MetadataSource | None = None,
                policy_dir: Path | None = None) -> web.Application:
     """The APIM gateway app. `metadata_source` replaces fetching OpenID metadata over HTTP (tests)."""
-    apis = [(load_gateway_api(state, policy_dir), "")]
+    # The Orders API's serviceUrl: the sample backend's path on the backend service (in Azure, the
+    # same path on the APIM gateway itself).
+    sample = state.config.sample_backend
+    apis = [(load_gateway_api(state, policy_dir), f"/{sample.api_path}" if sample else "")]
     # A further API is served by the same gateway under its own path; its backend is the sample
     # backend's /<name> part (the API's own serviceUrl in Azure).
     apis += [(load_extra_api(state, extra), f"/{extra.name}") for extra in state.config.extra_apis]
@@ -101,6 +119,7 @@ def create_app(state: StackState, *, metadata_source: MetadataSource | None = No
     app.cleanup_ctx.append(client_session)
     keys = metadata_source or HttpMetadataSource(session=lambda: app[SESSION],
                                                  min_refresh_seconds=state.config.openid_refetch_seconds)
+    state.extras[_SIGNING_KEYS] = keys
     gateways = [Gateway(
         api,
         service_url=state.endpoints["backend_url"] + backend_prefix,
@@ -109,6 +128,7 @@ def create_app(state: StackState, *, metadata_source: MetadataSource | None = No
         keys=keys,
         session=lambda: app[SESSION],
         handlers=handlers(),
+        managed_identity=managed_identity_token(state),
     ) for api, backend_prefix in apis]
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -121,6 +141,49 @@ def create_app(state: StackState, *, metadata_source: MetadataSource | None = No
 
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
+
+
+def managed_identity_token(state: StackState) -> ManagedIdentityToken:
+    """The APIM service's system-assigned identity, served by the identity stand-in's platform cache
+    (which holds one token per identity and resource, as APIM's own cache does)."""
+
+    async def token(resource: str) -> str:
+        identity = state.config.apim_identity
+        if identity is None:
+            raise ManagedIdentityUnavailable("the stack's config gives API Management no identity (apim.identity)")
+        if not is_known_resource(state.config, resource):
+            raise ManagedIdentityUnavailable(f"Entra knows no resource '{resource}' in the tenant")
+        try:
+            grant, _ = state.platform.grant(identity, resource)
+        except Refusal as refusal:
+            raise ManagedIdentityUnavailable(f"Entra refused: {refusal.reason.name}") from None
+        return grant.token
+
+    return token
+
+
+def sample_backend_gateway(state: StackState, app: web.Application, *,
+                           metadata_source: MetadataSource | None = None) -> Gateway:
+    """The sample backend API (infra/sample-backend/policy.xml on the Orders API's operations), run by
+    the same policy engine; its HTTP session and signing keys are `app`'s own."""
+    config = state.config
+    sample = config.sample_backend
+    if sample is None:
+        raise ValueError("the stack's config has no sample_backend")
+    api = load_policy_api(config.policy_dir / API_FILE, sample.policy, path=sample.api_path,
+                          named_values=named_values(state), entra_tenant_id=config.tenant_id)
+
+    async def client_session(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession(timeout=_CLIENT_TIMEOUT, auto_decompress=False) as session:
+            app[SESSION] = session
+            yield
+
+    app.cleanup_ctx.append(client_session)
+    keys = metadata_source or state.extras.get(_SIGNING_KEYS) or HttpMetadataSource(
+        session=lambda: app[SESSION], min_refresh_seconds=config.openid_refetch_seconds)
+    return Gateway(api, service_url="", subscription_key="", entra_config_url=state.endpoints["openid_config_url"],
+                   keys=keys, session=lambda: app[SESSION], handlers=handlers(),
+                   managed_identity=managed_identity_token(state))
 
 
 def _fault_body(status: int) -> dict[str, Any]:

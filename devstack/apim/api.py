@@ -131,6 +131,27 @@ def load_api(policy_dir: Path, named_values: Mapping[str, str], *, entra_tenant_
     )
 
 
+def load_policy_api(api_file: Path, policy_file: Path, *, path: str, named_values: Mapping[str, str],
+                    entra_tenant_id: str | None = None) -> Api:
+    """An API with the operations of `api_file` and one API-scope policy for all of them, no
+    subscription: the sample backend (infra/modules/sample-backend.bicep deploys it so)."""
+    problems: list[str] = []
+    definition = _read_definition(api_file, problems)
+    document, found = read_policy(policy_file, named_values, scope="api", elements=ELEMENTS,
+                                  entra_tenant_id=entra_tenant_id)
+    problems.extend(found)
+    if problems or definition is None or document is None:
+        raise PolicyError(problems)
+    policy = compose(DEFAULT_GLOBAL_POLICY, document, INHERIT_ALL)
+    operations = tuple(Operation(name=op["name"], display_name=op.get("displayName", op["name"]),
+                                 method=op["method"].upper(), url_template=op["urlTemplate"], policy=policy)
+                       for op in definition["operations"])
+    return Api(name=f"{definition['name']}-sample-backend", display_name=f"{definition.get('displayName', '')} "
+               "sample backend", path=path.strip("/"), subscription_required=False,
+               subscription_header="Ocp-Apim-Subscription-Key", subscription_query="subscription-key",
+               operations=operations)
+
+
 def _read_definition(path: Path, problems: list[str]) -> dict | None:
     """api.json, checked the way APIM checks an API's operations when it is deployed."""
     try:

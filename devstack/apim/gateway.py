@@ -3,7 +3,8 @@
 Built-in steps first: match an operation (else 404), check the subscription key
 (else 401). Then the operation's composed policy: inbound, backend (where
 forward-request calls the backend), outbound. A failure anywhere answers with
-that failure's status and body and runs the on-error section.
+that failure's status and body and runs the on-error section. return-response
+ends the pipeline there with the response it built (outbound does not run).
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ from devstack.apim.expressions import Expression, ExpressionEvaluationError
 from devstack.apim.jwt_validation import TokenRejected, extract_token, rules_for, validate
 from devstack.apim.openid import MetadataSource
 from devstack.apim.statements import (
+    AuthenticationManagedIdentity,
+    Choose,
     ForwardRequest,
+    ReturnResponse,
+    SetBody,
     SetHeader,
     SetQueryParameter,
+    SetStatus,
+    SetVariable,
     Statement,
     ValidateAzureAdToken,
     ValidateJwt,
@@ -48,6 +55,12 @@ if TYPE_CHECKING:
 
 # How a statement runs: registry.ELEMENTS maps each element to one of the Gateway methods below.
 Handler = Callable[["Gateway", Any, str, "Exchange"], Awaitable[None]]
+# A token of the APIM service's own managed identity for a resource (authentication-managed-identity).
+ManagedIdentityToken = Callable[[str], Awaitable[str]]
+
+
+class ManagedIdentityUnavailable(Exception):
+    """The APIM service's managed identity got no token; the message says why (never a token)."""
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +75,20 @@ _REQUEST_SECTIONS = ("inbound", "backend")
 
 @dataclass
 class Message:
-    """The response being built: the backend's, or APIM's own error."""
+    """The response being built: the backend's, APIM's own error, or return-response's."""
 
     status: int
     headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
     body: bytes = b""
+    reason: str | None = None
+
+
+class _Returned(Exception):
+    """return-response: stop the pipeline and answer with this message."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__("return-response")
+        self.message = message
 
 
 @dataclass
@@ -83,12 +105,21 @@ class Exchange:
     variables: dict[str, Any] = field(default_factory=dict)
     response: Message | None = None
 
+    @property
+    def operation_id(self) -> str:
+        return self.route.operation.name
+
+    @property
+    def matched_parameters(self) -> Mapping[str, str]:
+        return self.route.parameters
+
 
 class Gateway:
     def __init__(self, api: Api, *, service_url: str, subscription_key: str, entra_config_url: str,
                  keys: MetadataSource, session: Callable[[], aiohttp.ClientSession],
-                 handlers: Mapping[type, Handler]) -> None:
+                 handlers: Mapping[type, Handler], managed_identity: ManagedIdentityToken | None = None) -> None:
         self.api = api
+        self.managed_identity = managed_identity
         self.handlers = handlers  # statement type -> the method that runs it (registry.handlers())
         self.service_url = service_url.rstrip("/")  # the API's serviceUrl in Azure
         self.subscription_key = subscription_key
@@ -113,16 +144,21 @@ class Gateway:
             for section in ("inbound", "backend", "outbound"):
                 for statement in policy[section]:
                     await self._apply(statement, section, exchange)
+        except _Returned as returned:
+            exchange.response = returned.message
         except PolicyFailure as failure:
             exchange.response = self._error(failure, exchange)
             try:
                 for statement in policy["on-error"]:
                     await self._apply(statement, "on-error", exchange)
+            except _Returned as returned:
+                exchange.response = returned.message
             except PolicyFailure as again:
                 exchange.response = self._error(again, exchange)
         # No forward-request in the effective policy: APIM answers 200 with an empty body.
         response = exchange.response or Message(status=200)
-        return web.Response(status=response.status, headers=response.headers, body=response.body)
+        return web.Response(status=response.status, reason=response.reason, headers=response.headers,
+                            body=response.body)
 
     def _check_subscription(self, request: web.Request) -> web.Response | None:
         if not self.api.subscription_required:
@@ -153,6 +189,54 @@ class Gateway:
                                 source=type(statement).__name__, with_activity_id=True) from exc
 
     # -- one method per statement type (registry.ELEMENTS says which) --
+
+    async def set_variable(self, statement: SetVariable, section: str, exchange: Exchange) -> None:
+        exchange.variables[statement.name] = self._evaluate_any(statement.value, exchange)
+
+    async def set_status(self, statement: SetStatus, section: str, exchange: Exchange) -> None:
+        response = self._response(exchange)
+        response.status, response.reason = statement.code, statement.reason
+
+    async def set_body(self, statement: SetBody, section: str, exchange: Exchange) -> None:
+        body = _utf8(self._evaluate(statement.value, exchange))
+        if section in _REQUEST_SECTIONS:
+            exchange.body = body
+        else:
+            self._response(exchange).body = body
+
+    async def choose(self, statement: Choose, section: str, exchange: Exchange) -> None:
+        for when in statement.whens:
+            if self._condition(when.condition, exchange):
+                branch = when.statements
+                break
+        else:
+            branch = statement.otherwise
+        for nested in branch:
+            await self._apply(nested, section, exchange)
+
+    async def return_response(self, statement: ReturnResponse, section: str, exchange: Exchange) -> None:
+        # Its set-status, set-header and set-body build a new response, as they would in outbound.
+        exchange.response = Message(status=200)
+        for nested in statement.statements:
+            await self._apply(nested, "outbound", exchange)
+        raise _Returned(exchange.response)
+
+    async def authenticate_with_managed_identity(self, statement: AuthenticationManagedIdentity, section: str,
+                                                 exchange: Exchange) -> None:
+        try:
+            if self.managed_identity is None:
+                raise ManagedIdentityUnavailable("this gateway has no managed identity")
+            token = await self.managed_identity(statement.resource)
+        except ManagedIdentityUnavailable as exc:
+            log.warning("authentication-managed-identity got no token for %s: %s", statement.resource, exc)
+            if statement.ignore_error:
+                return
+            raise PolicyFailure(500, INTERNAL_SERVER_ERROR, reason="ManagedIdentityTokenFailure",
+                                source="authentication-managed-identity", with_activity_id=True) from None
+        if statement.output_variable:
+            exchange.variables[statement.output_variable] = token
+        else:  # replaces whatever Authorization the caller sent
+            exchange.headers["Authorization"] = f"Bearer {token}"
 
     async def set_header(self, statement: SetHeader, section: str, exchange: Exchange) -> None:
         target = exchange.headers if section in _REQUEST_SECTIONS else self._response(exchange).headers
@@ -215,8 +299,27 @@ class Gateway:
         return exchange.response
 
     @staticmethod
-    def _evaluate(value: Value, exchange: Exchange) -> str:
+    def _evaluate_any(value: Value, exchange: Exchange) -> Any:
         return value.evaluate(exchange) if isinstance(value, Expression) else value
+
+    @classmethod
+    def _evaluate(cls, value: Value, exchange: Exchange) -> str:
+        result = cls._evaluate_any(value, exchange)
+        if not isinstance(result, str):  # C# would not compile a non-string where a string goes
+            raise ExpressionEvaluationError(f"{getattr(value, 'source', value)!r} did not give a string")
+        return result
+
+    @staticmethod
+    def _condition(condition: Expression, exchange: Exchange) -> bool:
+        result = condition.evaluate(exchange)
+        if not isinstance(result, bool):
+            raise ExpressionEvaluationError(f"condition {condition.source!r} did not give true or false")
+        return result
+
+
+def _utf8(text: str) -> bytes:
+    """As .NET's UTF-8 encoder: a lone surrogate becomes U+FFFD rather than an error."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
 def _add_forwarded_for(headers: CIMultiDict[str], client_ip: str) -> None:

@@ -20,21 +20,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devstack.apim.errors import PolicyError
-from devstack.apim.expressions import compile_expression, is_expression, known_expressions
+from devstack.apim.expressions import Expression, compile_expression, is_expression, known_expressions
 from devstack.apim.statements import (
     SCOPES,
     SECTIONS,
+    AuthenticationManagedIdentity,
     Base,
+    Choose,
     ForwardRequest,
     IssuerSigningKey,
     PolicyDocument,
     RequiredClaim,
+    ReturnResponse,
+    SetBody,
     SetHeader,
     SetQueryParameter,
+    SetStatus,
+    SetVariable,
     Statement,
     ValidateAzureAdToken,
     ValidateJwt,
     Value,
+    When,
 )
 
 if TYPE_CHECKING:
@@ -85,6 +92,7 @@ class PolicyReader:
         self.scope = scope
         self.tenant_id = tenant_id
         self.problems: list[str] = []
+        self.section = ""  # the section being read: nested statements (choose) must be allowed there too
 
     def report(self, where: str, message: str) -> None:
         self.problems.append(f"{self.path}: {where}: {message}")
@@ -125,6 +133,17 @@ class PolicyReader:
     def _section(self, element: ET.Element, where: str) -> tuple[Statement, ...]:
         self._attributes(element, where, ())
         self._no_text(element, where)
+        self.section = element.tag
+        statements = self._statements(element, where, top_level=True)
+        bases = sum(isinstance(s, Base) for s in statements)
+        if bases and self.scope == "global":
+            self.report(where, "<base /> has no parent at global scope")
+        if bases > 1:
+            self.report(where, "<base /> appears more than once")
+        return statements
+
+    def _statements(self, element: ET.Element, where: str, *, top_level: bool) -> tuple[Statement, ...]:
+        """The policy elements in a section, or nested in one (`<when>`, `<otherwise>`)."""
         statements: list[Statement] = []
         for child in element:
             child_where = f"{where}/<{child.tag}>"
@@ -133,16 +152,14 @@ class PolicyReader:
                 self.report(child_where, "this policy is not implemented by the devstack APIM stand-in "
                             f"(it implements: {', '.join(sorted(self.elements))})")
                 continue
-            if element.tag not in spec.sections:
-                self.report(child_where, f"<{child.tag}> is not allowed in <{element.tag}> "
+            if self.section not in spec.sections:
+                self.report(child_where, f"<{child.tag}> is not allowed in <{self.section}> "
                             f"(allowed in: {', '.join(s for s in SECTIONS if s in spec.sections)})")
                 continue
+            if child.tag == "base" and not top_level:
+                self.report(child_where, "<base /> belongs directly in a section, not nested")
+                continue
             statements.append(spec.read(self, child, child_where))
-        bases = sum(isinstance(s, Base) for s in statements)
-        if bases and self.scope == "global":
-            self.report(where, "<base /> has no parent at global scope")
-        if bases > 1:
-            self.report(where, "<base /> appears more than once")
         return tuple(statements)
 
     # -- one method per policy element (registry.ELEMENTS says which) --
@@ -239,6 +256,68 @@ class PolicyReader:
                                               "application-id", where),
             audiences=self._list(self._single(children, "audiences", where), "audience", where),
             required_claims=self._required_claims(self._single(children, "required-claims", where), where),
+        )
+
+    def read_set_variable(self, element: ET.Element, where: str) -> SetVariable:
+        attrs = self._attributes(element, where, ("name", "value"), required=("name", "value"))
+        self._children(element, where, ())
+        return SetVariable(name=self._literal(attrs.get("name", ""), where, "name"),
+                           value=self._value(attrs.get("value", ""), f"{where} value"))
+
+    def read_set_status(self, element: ET.Element, where: str) -> SetStatus:
+        attrs = self._attributes(element, where, ("code", "reason"), required=("code", "reason"))
+        self._children(element, where, ())
+        return SetStatus(code=self._int(attrs, "code", where, 200, minimum=100, maximum=599),
+                         reason=self._literal(attrs.get("reason", ""), where, "reason"))
+
+    def read_set_body(self, element: ET.Element, where: str) -> SetBody:
+        # The text is the body exactly (no trimming), or one expression that returns it.
+        return SetBody(value=self._value(self._leaf_text(element, where, strip=False), where))
+
+    def read_choose(self, element: ET.Element, where: str) -> Choose:
+        self._attributes(element, where, ())
+        whens: list[When] = []
+        otherwise: tuple[Statement, ...] | None = None
+        for child in self._children(element, where, ("when", "otherwise")):
+            child_where = f"{where}/<{child.tag}>"
+            if otherwise is not None:
+                self.report(child_where, "<otherwise> must be the last element of <choose>, and appear once")
+            if child.tag == "otherwise":
+                self._attributes(child, child_where, ())
+                self._no_text(child, child_where)
+                otherwise = self._statements(child, child_where, top_level=False)
+                continue
+            attrs = self._attributes(child, child_where, ("condition",), required=("condition",))
+            condition = self._condition(attrs.get("condition", ""), child_where)
+            self._no_text(child, child_where)
+            statements = self._statements(child, child_where, top_level=False)
+            if condition is not None:
+                whens.append(When(condition=condition, statements=statements))
+        if not any(child.tag == "when" for child in element):
+            self.report(where, "<choose> needs at least one <when>")
+        return Choose(whens=tuple(whens), otherwise=otherwise or ())
+
+    def read_return_response(self, element: ET.Element, where: str) -> ReturnResponse:
+        self._attributes(element, where, ())
+        readers = {"set-status": PolicyReader.read_set_status, "set-header": PolicyReader.read_set_header,
+                   "set-body": PolicyReader.read_set_body}
+        statements = tuple(readers[child.tag](self, child, f"{where}/<{child.tag}>")
+                           for child in self._children(element, where, tuple(readers)))
+        return ReturnResponse(statements=statements)
+
+    def read_authentication_managed_identity(self, element: ET.Element, where: str) -> AuthenticationManagedIdentity:
+        # client-id (a user-assigned identity of the APIM service) is not implemented: the stand-in's
+        # APIM has its system-assigned identity only, as infra/ deploys it.
+        attrs = self._attributes(element, where, ("resource", "output-token-variable-name", "ignore-error"),
+                                 required=("resource",))
+        self._children(element, where, ())
+        resource = self._literal(attrs.get("resource", ""), where, "resource")
+        if "resource" in attrs and not resource.strip():
+            self.report(where, "'resource' must name the backend's app registration (App ID URI or client ID)")
+        return AuthenticationManagedIdentity(
+            resource=resource.strip(),
+            output_variable=self._optional_literal(attrs, "output-token-variable-name", where),
+            ignore_error=self._bool(attrs, "ignore-error", where, False),
         )
 
     # -- child elements --
@@ -375,9 +454,18 @@ class PolicyReader:
             return text
         return expression
 
+    def _condition(self, text: str, where: str) -> Expression | None:
+        """A `<when>` condition: always an expression (one the stand-in knows)."""
+        if not is_expression(text):
+            self.report(where, f"the condition must be a policy expression @(...), not {text.strip()!r}")
+            return None
+        value = self._value(text, where)
+        return value if isinstance(value, Expression) else None
+
     def _literal(self, value: str, where: str, name: str) -> str:
         if is_expression(value):
-            self.report(where, f"'{name}': policy expressions are only supported in <value> and token-value")
+            self.report(where, f"'{name}': the stand-in supports policy expressions only in <value>, token-value, "
+                        "set-variable's value, <set-body> and a <when> condition")
         return value
 
     def _optional_literal(self, attrs: Mapping[str, str], name: str, where: str) -> str | None:

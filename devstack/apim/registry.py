@@ -26,10 +26,16 @@ from devstack.apim.gateway import Gateway, Handler
 from devstack.apim.reader import PolicyReader
 from devstack.apim.statements import (
     SECTIONS,
+    AuthenticationManagedIdentity,
     Base,
+    Choose,
     ForwardRequest,
+    ReturnResponse,
+    SetBody,
     SetHeader,
     SetQueryParameter,
+    SetStatus,
+    SetVariable,
     Statement,
     ValidateAzureAdToken,
     ValidateJwt,
@@ -58,6 +64,17 @@ ELEMENTS: Mapping[str, Element] = {element.tag: element for element in (
             PolicyReader.read_set_query_parameter, Gateway.set_query_parameter),
     Element("forward-request", ForwardRequest, frozenset({"backend"}), PolicyReader.read_forward_request,
             Gateway.forward_request),
+    # Control flow (APIM docs: "Control flow" policy reference, "Return response", "Set variable").
+    Element("choose", Choose, frozenset(SECTIONS), PolicyReader.read_choose, Gateway.choose),
+    Element("return-response", ReturnResponse, frozenset(SECTIONS), PolicyReader.read_return_response,
+            Gateway.return_response),
+    Element("set-variable", SetVariable, frozenset(SECTIONS), PolicyReader.read_set_variable, Gateway.set_variable),
+    # "Set status code": inbound, outbound, backend, on-error; "Set body": every section.
+    Element("set-status", SetStatus, frozenset(SECTIONS), PolicyReader.read_set_status, Gateway.set_status),
+    Element("set-body", SetBody, frozenset(SECTIONS), PolicyReader.read_set_body, Gateway.set_body),
+    # "Authenticate with managed identity": inbound only; the token replaces Authorization.
+    Element("authentication-managed-identity", AuthenticationManagedIdentity, frozenset({"inbound"}),
+            PolicyReader.read_authentication_managed_identity, Gateway.authenticate_with_managed_identity),
 )}
 
 

@@ -96,7 +96,57 @@ class ForwardRequest:
     follow_redirects: bool = False
 
 
-Statement = Base | ValidateJwt | ValidateAzureAdToken | SetHeader | SetQueryParameter | ForwardRequest
+@dataclass(frozen=True)
+class SetVariable:
+    name: str
+    value: Value
+
+
+@dataclass(frozen=True)
+class SetStatus:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetBody:
+    """The request's body in inbound and backend, the response's in outbound, on-error and return-response."""
+
+    value: Value
+
+
+@dataclass(frozen=True)
+class When:
+    condition: Expression  # a Boolean expression
+    statements: tuple[Statement, ...]
+
+
+@dataclass(frozen=True)
+class Choose:
+    """The first `<when>` whose condition is true runs, else `<otherwise>`."""
+
+    whens: tuple[When, ...]
+    otherwise: tuple[Statement, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReturnResponse:
+    """Stops the pipeline and answers with a response built by its set-status, set-header and set-body."""
+
+    statements: tuple[Statement, ...]
+
+
+@dataclass(frozen=True)
+class AuthenticationManagedIdentity:
+    """A token of the APIM service's managed identity for `resource`: into Authorization, or a variable."""
+
+    resource: str
+    output_variable: str | None = None
+    ignore_error: bool = False
+
+
+Statement = (Base | ValidateJwt | ValidateAzureAdToken | SetHeader | SetQueryParameter | ForwardRequest | SetVariable
+             | SetStatus | SetBody | Choose | ReturnResponse | AuthenticationManagedIdentity)
 
 
 @dataclass(frozen=True)

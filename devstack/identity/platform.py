@@ -92,7 +92,7 @@ class RoleAssignments:
     def _check(self, name: str, role: str) -> None:
         if name not in self._config.identities:
             raise UnknownRole(f"unknown identity '{name}'; the stack has: {', '.join(sorted(self._config.identities))}")
-        defined = [r for api in self._config.apis for r in (api.read_role, api.write_role)]
+        defined = [r for api in self._config.apis for r in api.app_roles]
         if role not in defined:
             raise UnknownRole(f"unknown app role '{role}'; the APIs define: {', '.join(defined)}")
 
@@ -131,7 +131,7 @@ class PlatformTokenCache:
                 return cached, False
             api = self._issuer.config.api_for(resource)
             # App roles belong to one app registration: a token for this API carries only its roles.
-            roles = tuple(r for r in self._roles.of(identity) if api and r in (api.read_role, api.write_role))
+            roles = tuple(r for r in self._roles.of(identity) if api and r in api.app_roles)
             if api is not None and api.assignment_required and not roles:
                 raise Refusal(Reason.NOT_ASSIGNED, resource, identity.client_id)
             claims = self._issuer.claims_for(identity, resource, roles=roles, now=now)

@@ -50,6 +50,12 @@ param writeRole string
 @description('URL of the real backend behind the Orders API. Empty: the sample backend in this service (sample-backend.bicep).')
 param backendServiceUrl string
 
+@description('App ID URI of the backend\'s app registration: API Management calls the backend with a token of its managed identity for it (named value backend-app-id-uri).')
+param backendAppIdUri string
+
+@description('Client ID of the sample backend\'s app registration; empty with backendServiceUrl.')
+param sampleBackendClientId string
+
 @description('Create a subscription for the optional Logic App.')
 param createLogicAppSubscription bool
 
@@ -70,6 +76,7 @@ var namedValues = {
   'openid-config-url': '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0/.well-known/openid-configuration'
   'reader-role': readRole
   'writer-role': writeRole
+  'backend-app-id-uri': backendAppIdUri
 }
 
 var isConsumption = sku == 'Consumption'
@@ -100,7 +107,8 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
     name: sku
     capacity: isConsumption ? 0 : 1
   }
-  // System-assigned: used only by the gateway's logger to send to App Insights with Entra ID.
+  // System-assigned: the gateway's logger sends to App Insights with it, and the Orders API calls
+  // its backend with it (authentication-managed-identity in ../apim/api-policy.xml).
   identity: {
     type: 'SystemAssigned'
   }
@@ -304,7 +312,13 @@ module sampleBackend 'sample-backend.bicep' = if (useSampleBackend) {
     apimName: apim.name
     path: sampleBackendPath
     operations: api.operations
+    backendClientId: sampleBackendClientId
+    backendAppIdUri: backendAppIdUri
   }
+  // Its policy also uses the service's named value tenant-id.
+  dependsOn: [
+    namedValue
+  ]
 }
 
 output serviceName string = apim.name

@@ -1,10 +1,11 @@
-// A stand-in backend served by API Management itself (mock responses from a policy), deployed only
-// when no `backendServiceUrl` is given: `azd up` then yields a working end-to-end chain with no
-// extra compute. It mirrors the devstack backend's routes and bodies but stores nothing.
-// The Orders API forwards to it at https://<apim>.azure-api.net/<path>.
+// A stand-in backend served by API Management itself (answers from a policy), deployed only when no
+// `backendServiceUrl` is given: `azd up` then yields a working end-to-end chain with no extra
+// compute. The devstack runs the same policy file, so it answers the same here and there; it
+// stores nothing. The Orders API forwards to it at https://<apim>.azure-api.net/<path>.
 //
-// It needs no subscription key or token of its own: it holds only static sample data, and the
-// Orders API in front of it has already authenticated and authorized the caller.
+// It takes no subscription key, but a token: API Management's own managed identity's, for the
+// sample backend's app registration (entra-sample-backend.bicep), checked by its policy. Nobody
+// else can call it, so the X-Caller-Client-Id it echoes is the one the Orders API set.
 
 @description('Name of the API Management service.')
 param apimName string
@@ -15,9 +16,34 @@ param path string
 @description('The Orders API operations (api.json): the sample answers the same routes.')
 param operations array
 
+@description('Client ID of the sample backend\'s app registration (the audience of v2 tokens).')
+param backendClientId string
+
+@description('App ID URI of the sample backend\'s app registration.')
+param backendAppIdUri string
+
 resource apim 'Microsoft.ApiManagement/service@2024-05-01' existing = {
   name: apimName
 }
+
+// What the policy checks: the audience, and that the token is API Management's own (its oid).
+var namedValues = {
+  'sample-backend-client-id': backendClientId
+  'sample-backend-app-id-uri': backendAppIdUri
+  'apim-principal-id': apim.identity.principalId
+}
+
+resource namedValue 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = [
+  for item in items(namedValues): {
+    parent: apim
+    name: item.key
+    properties: {
+      displayName: item.key
+      value: item.value
+      secret: false
+    }
+  }
+]
 
 resource sampleApi 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
   parent: apim
@@ -56,5 +82,6 @@ resource samplePolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01'
   }
   dependsOn: [
     sampleOperation
+    namedValue
   ]
 }

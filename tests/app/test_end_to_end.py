@@ -21,10 +21,11 @@ import pytest
 from azure.core.credentials import AccessTokenInfo
 
 from devstack.appsettings import OFFLINE_EXPORTER_SETTINGS
+from devstack.config import load_config
 from devstack.invocation import timer_request
 from shared import runtime, telemetry
 from shared.errors import TokenError, UpstreamError
-from tests.plugin import FUNCTIONS, http_request, invocation_context
+from tests.plugin import FUNCTIONS, SAMPLE_BACKEND, http_request, invocation_context
 
 proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["apim_health"], FUNCTIONS["apim_timer"]
 ORDER = json.dumps({"item": "widget", "quantity": 2}).encode()
@@ -52,6 +53,10 @@ async def test_writer_post_succeeds_once(use_stack, control, endpoints):
     posts = [r for r in control.backend_requests() if r["method"] == "POST"]
     assert len(posts) == 1
     assert posts[0]["caller_client_id"] == endpoints["identities"]["writer"]["client_id"]
+    # The whole chain: APIM checked the writer's token, then called the sample backend
+    # (infra/sample-backend/policy.xml) with a token of its own managed identity.
+    assert posts[0]["token_claims"]["oid"] != endpoints["identities"]["writer"]["principal_id"]
+    assert posts[0]["token_claims"]["aud"] == load_config().sample_backend.app.client_id
 
 
 async def test_query_reaches_the_backend_without_the_function_key(use_stack, control):
@@ -163,15 +168,15 @@ async def test_timer_calls_the_api_and_logs_a_summary(use_stack, control, caplog
         await timer(timer_request(past_due=True), invocation_context("apim_timer"))
     assert any("past due" in r.message for r in caplog.records)
     assert any("Scheduled call GET /status answered 200" in r.getMessage() for r in caplog.records)
-    sent = [r for r in control.backend_requests() if r["path"] == "/status"]
+    sent = [r for r in control.backend_requests() if r["path"] == f"{SAMPLE_BACKEND}/status"]
     assert len(sent) == 1, control.backend_requests()
 
 
 async def test_timer_sends_the_paths_query_as_a_query(use_stack, control):
     await use_stack("reader", TIMER_API_PATH="/orders?status=open&top=2")
     await timer(timer_request(), invocation_context("apim_timer"))
-    sent = [r for r in control.backend_requests() if r["path"].startswith("/orders")]
-    assert [(r["path"], r["query"]) for r in sent] == [("/orders", {"status": "open", "top": "2"})], sent
+    sent = [r for r in control.backend_requests() if r["path"].startswith(f"{SAMPLE_BACKEND}/orders")]
+    assert [(r["path"], r["query"]) for r in sent] == [(f"{SAMPLE_BACKEND}/orders", {"status": "open", "top": "2"})]
 
 
 async def test_timer_fails_on_the_apis_own_4xx(use_stack, control):
@@ -179,7 +184,7 @@ async def test_timer_fails_on_the_apis_own_4xx(use_stack, control):
     with pytest.raises(UpstreamError, match="answered 404, not a success") as caught:
         await timer(timer_request(), invocation_context("apim_timer"))
     assert "TIMER_API_PATH" in caught.value.hint
-    sent = [r for r in control.backend_requests() if r["path"] == "/orders/no-such-order"]
+    sent = [r for r in control.backend_requests() if r["path"] == f"{SAMPLE_BACKEND}/orders/no-such-order"]
     assert len(sent) == 1, control.backend_requests()  # not retried: the answer was final
 
 

@@ -29,6 +29,7 @@ from devstack.apim.statements import IssuerSigningKey, RequiredClaim
 from devstack.config import PROJECT_ROOT, load_config
 from devstack.entra import EntraSigningKey, TokenIssuer, v1_issuer, v2_issuer
 from devstack.state import StackState
+from tests.plugin import SAMPLE_BACKEND
 
 UNAUTHORIZED = b'{ "statusCode": 401, "message": "Unauthorized. Access token is missing or invalid." }'
 MISSING_KEY = (b'{ "statusCode": 401, "message": "Access denied due to missing subscription key. Make sure to '
@@ -66,6 +67,10 @@ class Gateway:
             return response.status, response.headers, await response.read()
 
 
+def devstack_config():
+    return load_config()
+
+
 @pytest.fixture
 async def apim(devstack, control) -> AsyncIterator[Gateway]:
     async with aiohttp.ClientSession() as session:
@@ -81,7 +86,12 @@ async def test_reader_token_and_key_reach_the_backend(apim, endpoints, control):
     reader = endpoints["identities"]["reader"]["client_id"]
     assert json.loads(body)["caller"] == reader
     [received] = control.backend_requests()
-    assert received["path"] == "/status" and received["authorization_scheme"] == "Bearer"
+    assert received["path"] == f"{SAMPLE_BACKEND}/status" and received["authorization_scheme"] == "Bearer"
+    # The caller's token stays at APIM: the backend gets one of APIM's own managed identity.
+    apim_identity = devstack_config().apim_identity
+    assert received["token_claims"]["oid"] == apim_identity.principal_id
+    assert received["token_claims"]["azp"] == apim_identity.client_id
+    assert received["token_claims"]["aud"] == devstack_config().sample_backend.app.client_id
     sent = {k.lower(): v for k, v in received["headers"].items()}
     assert sent["x-caller-client-id"] == reader
     assert sent["x-caller-roles"] == endpoints["api_roles"]["read"]
@@ -328,6 +338,14 @@ async def test_a_forward_request_timeout_is_apims_500(devstack, tmp_path):
     assert body["message"] == "Internal server error" and body["activityId"]
 
 
+async def test_without_a_token_of_its_own_for_the_backend_apim_answers_500(devstack, control):
+    # authentication-managed-identity fails (here: the stack's APIM has no identity); nothing is forwarded.
+    state = replace(devstack.state, config=replace(devstack.state.config, apim_identity=None))
+    status, body = await _status_through_another_gateway(state)
+    assert (status, body["message"]) == (500, "Internal server error") and body["activityId"]
+    assert control.backend_requests() == []
+
+
 async def test_an_unreachable_backend_is_apims_500(devstack):
     state = replace(devstack.state, endpoints={**devstack.endpoints, "backend_url": "http://127.0.0.1:9"})  # discard
     status, body = await _status_through_another_gateway(state)
@@ -472,3 +490,108 @@ async def test_unsigned_tokens_only_pass_when_the_policy_allows_them(issuer, key
     with pytest.raises(TokenRejected, match="not signed"):
         await validate(unsigned, TokenRules(metadata_urls=("entra",)), keys)
     await validate(unsigned, TokenRules(require_signed_tokens=False), keys)
+
+
+# --- control flow and responses, run (the sample backend's policy uses all of them) --------------
+
+CONTROL_FLOW = """<policies>
+<inbound>
+    <set-variable name="orders" value="listed" />
+    <choose>
+        <when condition='@(context.Operation.Id == "list-orders")'>
+            <return-response>
+                <set-status code="418" reason="Short and stout" />
+                <set-header name="X-Answer" exists-action="override"><value>from return-response</value></set-header>
+                <set-body>@((string)context.Variables["orders"])</set-body>
+            </return-response>
+        </when>
+        <when condition='@(context.Operation.Id == "get-status")'>
+            <set-body>replaced</set-body>
+        </when>
+        <otherwise>
+            <return-response><set-status code="202" reason="Accepted" /></return-response>
+        </otherwise>
+    </choose>
+</inbound>
+<backend><forward-request /></backend>
+<outbound><set-header name="X-Outbound" exists-action="override"><value>ran</value></set-header></outbound>
+<on-error />
+</policies>"""
+
+
+async def _through_another_gateway(state: StackState, policy_dir: Path, method: str, path: str,
+                                   **kwargs: Any) -> tuple[int, str, Any, bytes]:
+    server = TestServer(create_app(state, policy_dir=policy_dir), host="127.0.0.1")
+    await server.start_server()
+    try:
+        role = "writer" if method == "POST" else "reader"
+        token, _ = state.issuer.issue(state.config.identities[role], state.config.api.app_id_uri)
+        headers = {"Authorization": f"Bearer {token}", "Ocp-Apim-Subscription-Key": state.subscription_key}
+        async with aiohttp.ClientSession() as session, session.request(
+                method, server.make_url(f"/orders{path}"), headers=headers, **kwargs) as response:
+            return response.status, response.reason or "", response.headers, await response.read()
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+def control_flow_policies(tmp_path) -> Path:
+    policy_dir = tmp_path / "apim"
+    policy_dir.mkdir()
+    for source in (PROJECT_ROOT / "infra" / "apim").iterdir():
+        (policy_dir / source.name).write_bytes(source.read_bytes())
+    (policy_dir / "global-policy.xml").write_text(CONTROL_FLOW, encoding="utf-8")
+    return policy_dir
+
+
+async def test_return_response_answers_and_ends_the_pipeline(devstack, control, control_flow_policies):
+    status, reason, headers, body = await _through_another_gateway(devstack.state, control_flow_policies,
+                                                                   "GET", "/orders")
+    assert (status, reason, body) == (418, "Short and stout", b"listed")
+    assert headers["X-Answer"] == "from return-response"
+    assert "X-Outbound" not in headers  # outbound did not run
+    assert control.backend_requests() == []  # nor did forward-request
+
+
+async def test_choose_runs_the_first_true_when_and_set_body_sets_the_request(devstack, control,
+                                                                             control_flow_policies):
+    status, _, headers, _ = await _through_another_gateway(devstack.state, control_flow_policies, "GET", "/status")
+    assert status == 200 and headers["X-Outbound"] == "ran"
+    [received] = control.backend_requests()
+    assert received["body"] == "replaced"
+
+
+async def test_choose_runs_otherwise_when_no_condition_holds(devstack, control, control_flow_policies):
+    status, reason, _, body = await _through_another_gateway(devstack.state, control_flow_policies, "POST",
+                                                             "/orders", json={"item": "x", "quantity": 1})
+    assert (status, reason, body) == (202, "Accepted", b"")
+    assert control.backend_requests() == []
+
+
+async def test_a_failing_expression_is_apims_500(devstack, control, tmp_path):
+    policy_dir = tmp_path / "apim"
+    policy_dir.mkdir()
+    for source in (PROJECT_ROOT / "infra" / "apim").iterdir():
+        (policy_dir / source.name).write_bytes(source.read_bytes())
+    (policy_dir / "global-policy.xml").write_text(  # reads a variable nothing set
+        "<policies><inbound><set-body>@((string)context.Variables[\"nothing\"])</set-body></inbound>"
+        "<backend><forward-request /></backend><outbound /><on-error /></policies>", encoding="utf-8")
+    status, _, _, body = await _through_another_gateway(devstack.state, policy_dir, "GET", "/status")
+    assert status == 500 and json.loads(body)["activityId"]
+    assert control.backend_requests() == []
+
+
+@pytest.mark.parametrize(("ignore_error", "expected"), [("true", 200), ("false", 500)])
+async def test_a_managed_identity_token_entra_refuses_fails_unless_ignored(devstack, control, tmp_path,
+                                                                          ignore_error, expected):
+    policy_dir = tmp_path / "apim"
+    policy_dir.mkdir()
+    for source in (PROJECT_ROOT / "infra" / "apim").iterdir():
+        (policy_dir / source.name).write_bytes(source.read_bytes())
+    (policy_dir / "global-policy.xml").write_text(  # a resource the tenant does not have
+        f'<policies><inbound><authentication-managed-identity resource="api://no-such-app" '
+        f'ignore-error="{ignore_error}" output-token-variable-name="unused" /></inbound>'
+        "<backend><forward-request /></backend><outbound /><on-error /></policies>", encoding="utf-8")
+    status, _, _, _ = await _through_another_gateway(devstack.state, policy_dir, "GET", "/status")
+    assert status == expected
+    assert len(control.backend_requests()) == (1 if expected == 200 else 0)

@@ -71,7 +71,7 @@ def running(tmp_path_factory) -> Iterator[tuple[Path, dict[str, Any]]]:
 def test_up_serves_until_signalled_then_cleans_up(tmp_path, stop_with):
     process = start_up(tmp_path)
     endpoints = wait_for_endpoints(process, tmp_path)
-    assert get_json(endpoints["backend_url"] + "/status")["status"] == "ok"
+    assert get_json(endpoints["backend_url"] + "/inventory/items")[0]["item"] == "widget"
     assert get_json(endpoints["control_url"] + "/stats")["backend"]["requests"] == 1
 
     process.send_signal(stop_with)

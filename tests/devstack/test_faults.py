@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from tests.devstack.conftest import ingestion_session
+from tests.plugin import apim_token
 
 Call = Callable[..., Awaitable[tuple[int, dict[str, str], bytes]]]
 SERVICES = ["backend", "ingestion"]
@@ -28,15 +29,17 @@ def _telemetry_item(endpoints: dict[str, Any]) -> dict[str, Any]:
 async def call(devstack, endpoints, control) -> AsyncIterator[Callable[[str], Call]]:
     """`call(service)(method=...)` sends that service's everyday request and reads the whole answer."""
     requests = {
-        "backend": ("GET", endpoints["backend_url"] + "/status", None),
+        "backend": ("GET", endpoints["sample_backend_url"] + "/status", None),
         "ingestion": ("POST", endpoints["ingestion_endpoint"] + "/v2.1/track", [_telemetry_item(endpoints)]),
     }
+    # The sample backend takes APIM's token; the session sends ingestion's own.
+    headers = {"backend": {"Authorization": f"Bearer {apim_token(devstack)}"}, "ingestion": {}}
     async with ingestion_session(devstack) as session:  # trusts ingestion's certificate, sends a token
         def for_service(service: str) -> Call:
             default_method, url, body = requests[service]
 
             async def send(method: str = default_method, path: str = "") -> tuple[int, dict[str, str], bytes]:
-                async with session.request(method, url + path, json=body) as response:
+                async with session.request(method, url + path, json=body, headers=headers[service]) as response:
                     return response.status, dict(response.headers), await response.read()
             return send
         yield for_service
@@ -99,10 +102,10 @@ async def test_times_counts_down_then_the_fault_is_gone(call, control, service):
     assert statuses == [500, 500, 500, 200]
 
 
-async def test_method_limits_the_fault(control, endpoints):
+async def test_method_limits_the_fault(devstack, control, endpoints):
     control.fault("backend", status=503, method="post")
-    url = endpoints["backend_url"]
-    async with aiohttp.ClientSession() as session:
+    url = endpoints["sample_backend_url"]
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {apim_token(devstack)}"}) as session:
         async with session.get(f"{url}/orders") as response:
             assert response.status == 200  # a GET does not consume the POST-only fault
         assert [f["method"] for f in control.faults()] == ["POST"]
@@ -111,15 +114,17 @@ async def test_method_limits_the_fault(control, endpoints):
     assert control.faults() == []
 
 
-async def test_a_faulted_post_never_reaches_the_handler(call, control, endpoints):
+async def test_a_faulted_post_never_reaches_the_handler(control, endpoints):
+    # The inventory backend keeps state (the sample backend keeps none): a faulted receipt adds no stock.
     control.fault("backend", status=503, method="POST")
+    url = endpoints["backend_url"] + "/inventory/items"
     async with aiohttp.ClientSession() as session:
-        async with session.get(endpoints["backend_url"] + "/orders") as response:
-            before = len(await response.json())
-        async with session.post(endpoints["backend_url"] + "/orders", json={"item": "p", "quantity": 1}) as response:
+        async with session.get(url) as response:
+            before = await response.json()
+        async with session.post(url, json={"item": "widget", "quantity": 1}) as response:
             assert response.status == 503
-        async with session.get(endpoints["backend_url"] + "/orders") as response:
-            assert len(await response.json()) == before
+        async with session.get(url) as response:
+            assert await response.json() == before
     # ...but it reached the service, so it is counted and recorded.
     assert control.stats()["backend"]["by_method"]["POST"] == 1
     assert [(r["method"], r["status"]) for r in control.backend_requests()][1] == ("POST", 503)

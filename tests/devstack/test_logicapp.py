@@ -18,6 +18,7 @@ from devstack.config import load_config
 from devstack.logicapp.definition import WorkflowError, load_workflow
 from devstack.logicapp.expressions import ExpressionError, ParameterRef, compile_value
 from devstack.logicapp.runner import MAX_RECORDED_BODY, RunParameterError, WorkflowRunner, bind_parameters
+from tests.plugin import SAMPLE_BACKEND
 
 DEPLOYED = load_config().logic_app_workflow
 ACTION = "Call_Orders_API"
@@ -52,7 +53,7 @@ def test_a_run_calls_the_api_through_apim_as_the_reader(control, endpoints):
     assert action["outputs"]["body"]["caller"] == endpoints["identities"]["reader"]["client_id"]
     # APIM let the token through (audience and tenant checked) and forwarded its caller and roles.
     [received] = control.backend_requests()
-    assert (received["method"], received["path"]) == ("GET", "/status")
+    assert (received["method"], received["path"]) == ("GET", f"{SAMPLE_BACKEND}/status")
     sent = {k.lower(): v for k, v in received["headers"].items()}
     assert sent["x-caller-client-id"] == endpoints["identities"]["reader"]["client_id"]
     assert sent["x-caller-roles"] == endpoints["api_roles"]["read"]

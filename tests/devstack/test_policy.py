@@ -12,6 +12,7 @@ from devstack.apim.expressions import Jwt, compile_expression
 from devstack.apim.reader import load_policy
 from devstack.apim.registry import ELEMENTS
 from devstack.apim.statements import (
+    AuthenticationManagedIdentity,
     Base,
     ForwardRequest,
     PolicyDocument,
@@ -64,8 +65,13 @@ def test_the_deployed_files_load_and_compose_api_then_operation(state):
     read, write = routes["GET", "/orders/{id}"].policy, routes["POST", "/orders"].policy
     # API scope first (token for this API), then the operation's role check.
     assert [type(s) for s in read["inbound"]] == [
-        ValidateAzureAdToken, SetHeader, SetHeader, SetHeader, SetQueryParameter, ValidateJwt]
-    assert read["backend"] == (ForwardRequest(),)  # APIM's default global policy
+        ValidateAzureAdToken, SetHeader, SetHeader, SetHeader, SetQueryParameter, AuthenticationManagedIdentity,
+        ValidateJwt]
+    # APIM's token for the backend goes in once every inbound check has passed; then APIM's default
+    # global policy forwards.
+    [authorization, forward] = read["backend"]
+    assert isinstance(authorization, SetHeader) and authorization.name == "Authorization"
+    assert forward == ForwardRequest()
     read_check, write_check = read["inbound"][-1], write["inbound"][-1]
     assert read_check.required_claims[0].values == (state.config.api.read_role,)
     assert write_check.required_claims[0].values == (state.config.api.write_role,)
@@ -75,7 +81,8 @@ def test_the_deployed_files_load_and_compose_api_then_operation(state):
 
 def test_named_values_are_the_contract_names(state):
     assert set(named_values(state)) == {"tenant-id", "api-app-id-uri", "api-client-id", "openid-config-url",
-                                        "reader-role", "writer-role"}
+                                        "reader-role", "writer-role", "backend-app-id-uri",
+                                        "sample-backend-app-id-uri", "sample-backend-client-id", "apim-principal-id"}
 
 
 def test_api_policy_token_check_accepts_both_token_versions_audiences(state):
@@ -189,7 +196,7 @@ def test_a_global_policy_file_is_composed_in(state, policy_dir):
         encoding="utf-8")
     inbound = load_gateway_api(state, policy_dir).operations[0].policy["inbound"]
     assert inbound[0] == SetHeader(name="X-Global", values=("1",))
-    assert load_gateway_api(state, policy_dir).operations[0].policy["backend"] == (ForwardRequest(timeout=20),)
+    assert load_gateway_api(state, policy_dir).operations[0].policy["backend"][-1] == ForwardRequest(timeout=20)
 
 
 # --- composition and expressions -------------------------------------------------
@@ -247,6 +254,13 @@ SAMPLES = {  # the smallest document each element can appear in, to show its rea
     "set-header": '<set-header name="X-A" exists-action="override"><value>a</value></set-header>',
     "set-query-parameter": '<set-query-parameter name="a" exists-action="delete" />',
     "forward-request": "<forward-request />",
+    "choose": '<choose><when condition=\'@(context.Operation.Id == "x")\'><set-variable name="a" value="1" />'
+              '</when><otherwise /></choose>',
+    "return-response": '<return-response><set-status code="204" reason="No Content" /></return-response>',
+    "set-variable": '<set-variable name="a" value="b" />',
+    "set-status": '<set-status code="202" reason="Accepted" />',
+    "set-body": "<set-body>{}</set-body>",
+    "authentication-managed-identity": '<authentication-managed-identity resource="api://backend" />',
 }
 
 
@@ -278,3 +292,61 @@ def test_each_elements_reader_produces_its_statement_and_it_has_a_handler(tag, s
         from devstack.apim.gateway import Gateway
 
         assert element.run is not None and getattr(Gateway, element.run.__name__) is element.run
+
+
+# --- control flow, responses and the managed identity: what the reader refuses ----------------
+
+def _global(policy_dir: Path, inbound: str) -> None:
+    (policy_dir / "global-policy.xml").write_text(
+        f"<policies><inbound>{inbound}</inbound><backend><forward-request /></backend><outbound /><on-error />"
+        "</policies>", encoding="utf-8")
+
+
+WHEN_STATUS = '<when condition=\'@(context.Operation.Id == "get-status")\'>'
+
+
+@pytest.mark.parametrize(("inbound", "expected"), [
+    ("<choose />", "needs at least one <when>"),
+    (f"<choose><otherwise /><{WHEN_STATUS[1:]}</when></choose>", "<otherwise> must be the last"),
+    ('<choose><when condition="true" /></choose>', "must be a policy expression"),
+    ("<choose><when condition='@(context.Operation.Id != \"x\")' /></choose>", "policy expression not supported"),
+    (f"<choose>{WHEN_STATUS}<base /></when></choose>", "not nested"),
+    (f"<choose>{WHEN_STATUS}<forward-request /></when></choose>", "not allowed in <inbound>"),
+    (f"<choose>{WHEN_STATUS}<cors /></when></choose>", "not implemented"),
+    ("<choose><when condition='@(context.Operation.Id == \"a\")'>text</when></choose>", "unexpected text"),
+    ('<return-response><set-variable name="a" value="b" /></return-response>', "takes: set-status"),
+    ('<return-response response-variable-name="r" />', "'response-variable-name' is not implemented"),
+    ('<set-status code="99" reason="x" />', "'code' must be a whole number from 100 to 599"),
+    ('<set-status code="200" />', "'reason' is missing"),
+    ('<set-variable name="a" />', "'value' is missing"),
+    ('<set-variable name="@(x)" value="b" />', "'name': the stand-in supports policy expressions only"),
+    ('<set-body template="liquid">{}</set-body>', "'template' is not implemented"),
+    ('<set-body>@(context.Request.Body.As&lt;string&gt;())</set-body>', "policy expression not supported"),
+    ('<authentication-managed-identity />', "'resource' is missing"),
+    ('<authentication-managed-identity resource=" " />', "must name the backend's app registration"),
+    ('<authentication-managed-identity resource="api://x" client-id="1" />', "'client-id' is not implemented"),
+    ('<authentication-managed-identity resource="api://x" ignore-error="maybe" />', "must be true or false"),
+])
+def test_what_the_stand_in_does_not_implement_is_refused(state, policy_dir, inbound, expected):
+    _global(policy_dir, inbound)
+    message = refusal(state, policy_dir)
+    assert expected in message and "global-policy.xml" in message
+
+
+def test_authentication_managed_identity_only_in_inbound(state, policy_dir):
+    replace_in(policy_dir / "operation-read-policy.xml", "<outbound>\n        <base />",
+               '<outbound>\n        <base />\n<authentication-managed-identity resource="api://x" />')
+    assert "not allowed in <outbound>" in refusal(state, policy_dir)
+
+
+def test_expressions_are_compared_without_layout_but_with_their_strings():
+    assert compile_expression('@(   context.Operation.Id\n  ==  "get-status" )') is not None
+    assert compile_expression('@(context.Operation.Id == "get status")') is None  # not an operation name
+    assert compile_expression('@((string) context.Variables[ "orders" ])') is not None
+    status = compile_expression('@(context.Operation.Id == "get-status")')
+    assert status is not None
+
+    class Context:
+        operation_id = "get-status"
+
+    assert status.evaluate(Context()) is True  # type: ignore[arg-type]

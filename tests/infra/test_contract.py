@@ -23,7 +23,10 @@ DESIGN_SETTINGS = {
     "MANAGED_IDENTITY_WRITE_CLIENT_ID", "AZURE_TENANT_ID", "TIMER_SCHEDULE", "TIMER_API_PATH",
     "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
-NAMED_VALUES = {"tenant-id", "api-app-id-uri", "api-client-id", "openid-config-url", "reader-role", "writer-role"}
+NAMED_VALUES = {"tenant-id", "api-app-id-uri", "api-client-id", "openid-config-url", "reader-role", "writer-role",
+                "backend-app-id-uri"}
+# Created with the sample backend (modules/sample-backend.bicep), for its policy.
+SAMPLE_BACKEND_NAMED_VALUES = {"sample-backend-client-id", "sample-backend-app-id-uri", "apim-principal-id"}
 
 
 def _devstack_config() -> dict[str, Any]:
@@ -131,18 +134,34 @@ def test_named_values_are_the_contract_and_cover_the_policies(templates: dict[st
     assert named["openid-config-url"] == (
         "${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0/.well-known/openid-configuration")
     assert (named["reader-role"], named["writer-role"]) == ("readRole", "writeRole")
+    assert named["backend-app-id-uri"] == "backendAppIdUri"
     used = {name for path in APIM_DIR.glob("*.xml") for name in re.findall(r"\{\{([\w.-]+)\}\}", path.read_text())}
     assert used <= NAMED_VALUES, f"policies use named values infra does not create: {used - NAMED_VALUES}"
+
+
+def test_the_sample_backends_named_values_cover_its_policy(templates: dict[str, Any]) -> None:
+    named = {key.strip("'"): value for key, value in
+             bicep.variable(templates["modules/sample-backend.bicep"], "namedValues").items()}
+    assert set(named) == SAMPLE_BACKEND_NAMED_VALUES
+    used = set(re.findall(r"\{\{([\w.-]+)\}\}", _sample_backend_policy().read_text()))
+    available = NAMED_VALUES | SAMPLE_BACKEND_NAMED_VALUES
+    assert used <= available, f"the sample backend uses named values infra does not create: {used - available}"
+    assert "apim-principal-id" in used  # only API Management's own identity is accepted
 
 
 def test_roles_and_token_version_match_the_devstack(main: dict[str, Any], templates: dict[str, Any]) -> None:
     api = _devstack_config()["api"]
     assert bicep.variable(main, "roles") == api["roles"]
-    _, app = bicep.one(templates, "Microsoft.Graph/applications")
+    app = _graph(templates, "modules/entra-api.bicep", "Microsoft.Graph/applications")
     assert app["api"]["requestedAccessTokenVersion"] == api["accepted_token_version"]
     # Without an app role, no token: the devstack must refuse it just as Entra will.
-    _, principal = bicep.one(templates, "Microsoft.Graph/servicePrincipals")
+    principal = _graph(templates, "modules/entra-api.bicep", "Microsoft.Graph/servicePrincipals")
     assert principal["appRoleAssignmentRequired"] is api["assignment_required"]
+
+
+def _graph(templates: dict[str, Any], file: str, type_: str) -> dict[str, Any]:
+    [found] = [body for f, _, body in bicep.resources(templates, type_) if f == file]
+    return found
 
 
 # ---- the sample backend -------------------------------------------------------------------------
@@ -158,6 +177,36 @@ def test_sample_backend_policy_is_well_formed_and_answers_every_operation() -> N
     conditions = " ".join(when.get("condition", "") for when in root.iter("when"))
     for op in _api()["operations"]:
         assert f'"{op["name"]}"' in conditions, f"sample backend has no answer for {op['name']}"
+
+
+def test_only_apims_identity_may_call_the_sample_backend() -> None:
+    root = ET.parse(_sample_backend_policy()).getroot()  # noqa: S314 - a file of this repository
+    [check] = root.find("inbound").iter("validate-azure-ad-token")  # type: ignore[union-attr]
+    audiences = {a.text for a in check.iter("audience")}
+    assert audiences == {"{{sample-backend-client-id}}", "{{sample-backend-app-id-uri}}"}
+    [claim] = check.iter("claim")
+    assert (claim.get("name"), [v.text for v in claim.iter("value")]) == ("oid", ["{{apim-principal-id}}"])
+    # ...and the Orders API calls its backend with that identity's token, not the caller's.
+    api_policy = ET.parse(APIM_DIR / "api-policy.xml").getroot()  # noqa: S314
+    [auth] = api_policy.iter("authentication-managed-identity")
+    assert auth.get("resource") == "{{backend-app-id-uri}}"
+
+
+def test_the_sample_backends_app_registration_matches_the_devstack(templates: dict[str, Any]) -> None:
+    sample = _devstack_config()["sample_backend"]
+    app = _graph(templates, "modules/entra-sample-backend.bicep", "Microsoft.Graph/applications")
+    assert app["api"]["requestedAccessTokenVersion"] == sample["accepted_token_version"]
+    principal = _graph(templates, "modules/entra-sample-backend.bicep", "Microsoft.Graph/servicePrincipals")
+    assert principal["appRoleAssignmentRequired"] is sample["assignment_required"] is False
+    assert "appRoles" not in app  # no role to assign: the policy checks the identity itself
+
+
+def test_your_own_backend_needs_its_app_id_uri(templates: dict[str, Any]) -> None:
+    main = templates["main.bicep"]
+    assert main["parameters"]["backendAppIdUri"]["default"] == ""
+    audience = bicep.variable(main, "backendTokenAudience")["operator"]["operands"]
+    assert (audience["condition"], audience["true_value"]) == ("useSampleBackend", "sampleBackendAppIdUri")
+    assert "fail(" in "".join(bicep.source_lines("main.bicep"))  # empty with backendServiceUrl: the deployment stops
 
 
 def test_sample_backend_only_when_no_backend_url(templates: dict[str, Any]) -> None:

@@ -219,8 +219,18 @@ def test_role_scopes_are_the_narrowest(templates: dict[str, Any]) -> None:
 # ---- Entra ID app registration and app roles --------------------------------------------------
 
 
+def _in_file(templates: dict[str, Any], file: str, type_: str) -> dict[str, Any]:
+    [found] = [body for f, _, body in bicep.resources(templates, type_) if f == file]
+    return found
+
+
+def test_only_the_two_app_registrations_of_the_template(templates: dict[str, Any]) -> None:
+    files = sorted(f for f, _, _ in bicep.resources(templates, "Microsoft.Graph/applications"))
+    assert files == ["modules/entra-api.bicep", "modules/entra-sample-backend.bicep"]
+
+
 def test_api_app_registration(templates: dict[str, Any]) -> None:
-    _, app = bicep.one(templates, "Microsoft.Graph/applications")
+    app = _in_file(templates, "modules/entra-api.bicep", "Microsoft.Graph/applications")
     assert app["identifierUris"] == ["identifierUri"]
     assert app["signInAudience"] == "AzureADMyOrg"
     assert app["api"]["requestedAccessTokenVersion"] == 2
@@ -235,7 +245,7 @@ def test_api_app_registration(templates: dict[str, Any]) -> None:
     assert scope["id"] == "developerScopeId" and scope["isEnabled"] is True
     (client,) = app["api"]["preAuthorizedApplications"]
     assert client == {"appId": "azureCliClientId", "delegatedPermissionIds": ["developerScopeId"]}
-    _, principal = bicep.one(templates, "Microsoft.Graph/servicePrincipals")
+    principal = _in_file(templates, "modules/entra-api.bicep", "Microsoft.Graph/servicePrincipals")
     assert principal["appRoleAssignmentRequired"] is True
 
 
@@ -244,17 +254,22 @@ def test_app_id_uri_is_a_secure_pattern_and_unique_per_environment(main: dict[st
     # enforcing the default app management policy require (api://<string> alone is refused).
     assert bicep.variable(main, "apiAppIdUri") == "api://${tenant().tenantId}/${apiUniqueName}"
     assert bicep.variable(main, "apiUniqueName") == "orders-api-${resourceToken}"
+    assert bicep.variable(main, "sampleBackendAppIdUri") == "api://${tenant().tenantId}/${sampleBackendUniqueName}"
+    assert bicep.variable(main, "sampleBackendUniqueName") == "orders-sample-backend-${resourceToken}"
 
 
 def test_service_management_reference_is_optional_and_reaches_the_app_registration(
         main: dict[str, Any], templates: dict[str, Any]) -> None:
     assert main["parameters"]["serviceManagementReference"]["default"] == ""
-    assert main["modules"]["entraApi"]["config"]["params"]["serviceManagementReference"] == "serviceManagementReference"
-    _, app = bicep.one(templates, "Microsoft.Graph/applications")
-    # Not set at all when empty (an empty string is not a valid reference).
-    assert app["serviceManagementReference"] == {"operator": {"type": "conditional", "operands": {
-        "condition": {"function": {"type": "empty", "parameters": {"item_to_test": "serviceManagementReference"}}},
-        "true_value": None, "false_value": "serviceManagementReference"}}}
+    for module, file in (("entraApi", "entra-api"), ("entraSampleBackend", "entra-sample-backend")):
+        config = main["modules"][module]["config"]
+        params = config.get("config", config)["params"]  # a conditional module nests its body
+        assert params["serviceManagementReference"] == "serviceManagementReference"
+        app = _in_file(templates, f"modules/{file}.bicep", "Microsoft.Graph/applications")
+        # Not set at all when empty (an empty string is not a valid reference).
+        assert app["serviceManagementReference"] == {"operator": {"type": "conditional", "operands": {
+            "condition": {"function": {"type": "empty", "parameters": {"item_to_test": "serviceManagementReference"}}},
+            "true_value": None, "false_value": "serviceManagementReference"}}}
 
 
 def test_each_caller_identity_gets_exactly_its_app_role(templates: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,8 @@ from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from .tracing import remote_parent
 
 if TYPE_CHECKING:
     import azure.functions as func
@@ -57,7 +58,6 @@ call_failures = _meter.create_counter(
 _configure_lock = threading.Lock()
 _mode: str | None = None
 _problem: str | None = None
-_propagator = TraceContextTextMapPropagator()
 
 # The Functions worker's switch, read as the worker reads it (azure_functions_worker.utils.common.is_true_like).
 _WORKER_SWITCH = "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"
@@ -213,32 +213,30 @@ def _providers() -> tuple[Any, ...]:
     return trace.get_tracer_provider(), metrics.get_meter_provider(), get_logger_provider()
 
 
-@contextmanager
-def invocation(context: func.Context | None) -> Iterator[None]:
+def invocation(context: func.Context | None) -> AbstractContextManager[None]:
     """Make the invocation's trace context current, so our spans join the host's trace."""
     if _mode is None:
         configure()
-    carrier = _carrier(context)
-    if not carrier:
-        yield
-        return
-    token = otel_context.attach(_propagator.extract(carrier))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
-
-
-def _carrier(context: Any) -> dict[str, str]:
     trace_context = getattr(context, "trace_context", None)
     parent = getattr(trace_context, "trace_parent", None)
     if not parent:
-        return {}
-    carrier = {"traceparent": parent}
-    state = getattr(trace_context, "trace_state", None)
-    if state:
-        carrier["tracestate"] = state
-    return carrier
+        return nullcontext()
+    return _Attached(remote_parent(parent, getattr(trace_context, "trace_state", None) or None))
+
+
+class _Attached:
+    """`context` current inside the block (a class, not @contextmanager: this runs on every call)."""
+
+    __slots__ = ("context", "token")
+
+    def __init__(self, context: otel_context.Context) -> None:
+        self.context = context
+
+    def __enter__(self) -> None:
+        self.token = otel_context.attach(self.context)
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self.token)
 
 
 def _token_attributes(client_id: str, scope: str, source: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -112,6 +113,23 @@ async def test_sends_token_key_and_uses_the_writer_for_writes(server, client):
     assert post["body"] == b'{"item": "x"}'
     assert get["path"] == "/orders/status"
     assert get["headers"]["User-Agent"].startswith("functions-apim-managed-identity/")  # named in APIM's logs
+
+
+HTTP_LOG = "azure.core.pipeline.policies.http_logging_policy"
+
+
+async def test_requests_are_logged_only_at_debug_and_with_the_secrets_redacted(server, client, caplog):
+    script, _ = server
+    with caplog.at_level(logging.INFO, logger=HTTP_LOG):
+        await client.call("GET", "status", query="code=s3cret")
+    assert not [r for r in caplog.records if r.name == HTTP_LOG]  # INFO, as the worker sets it: not a line
+    with caplog.at_level(logging.DEBUG, logger=HTTP_LOG):  # switched on while the app runs: the next call logs
+        await client.call("GET", "status", query="code=s3cret")
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == HTTP_LOG)
+    assert "Request URL" in logged and "Response status: 200" in logged
+    assert "Authorization" in logged and "reader-token" not in logged  # azure-core redacts the headers' values
+    assert "k3y" not in logged and "s3cret" not in logged
+    assert len(script.seen) == 2
 
 
 async def test_get_is_retried_on_503_and_succeeds(server, client):

@@ -147,3 +147,32 @@ def test_token_acquisitions_are_counted_in_process_and_read_as_a_counter_would_b
     [point] = [p for p in metric.data.data_points if p.attributes["token.source"] == "cache"]
     assert dict(point.attributes) == {"token.client_id": "reader-id", "token.audience": "api://orders/.default",
                                       "token.source": "cache", "token.outcome": "success"}
+
+
+_TRACE, _SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+
+
+@pytest.mark.parametrize("trace_parent", [
+    f"00-{_TRACE}-{_SPAN}-01", f"00-{_TRACE}-{_SPAN}-00", f" \t00-{_TRACE}-{_SPAN}-01\t ", f"00-{_TRACE}-{_SPAN}-ff",
+    f"01-{_TRACE}-{_SPAN}-01-future", f"00-{_TRACE}-{_SPAN}-01-extra", f"ff-{_TRACE}-{_SPAN}-01",
+    f"00-{'0' * 32}-{_SPAN}-01", f"00-{_TRACE}-{'0' * 16}-01", f"00-{_TRACE.upper()}-{_SPAN}-01",
+    f"00-{_TRACE}-{_SPAN}-1", f"00-{_TRACE}-{_SPAN}", f"00-{_TRACE}-{_SPAN}-01\n", "", "garbage",
+])
+@pytest.mark.parametrize("trace_state", [
+    None, "congo=t61rcWkgMzE", "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7", "not a member", "a=" + "x" * 600,
+])
+def test_the_invocations_trace_context_is_read_as_the_w3c_propagator_reads_it(trace_parent, trace_state):
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from shared.tracing import remote_parent
+
+    carrier = {"traceparent": trace_parent, **({"tracestate": trace_state} if trace_state is not None else {})}
+    expected = TraceContextTextMapPropagator().extract(carrier)
+    got = remote_parent(trace_parent, trace_state)
+
+    assert dict(got).keys() == dict(expected).keys()
+    parent, wanted = trace.get_current_span(got).get_span_context(), trace.get_current_span(expected).get_span_context()
+    assert (parent.trace_id, parent.span_id, parent.is_remote, parent.trace_flags, parent.is_valid) == (
+        wanted.trace_id, wanted.span_id, wanted.is_remote, wanted.trace_flags, wanted.is_valid)
+    assert parent.trace_state.to_header() == wanted.trace_state.to_header()

@@ -77,7 +77,16 @@ Evaluate = Callable[[ExpressionContext], Any]
 @dataclass(frozen=True)
 class Expression:
     source: str
-    evaluate: Evaluate
+    twin: Evaluate
+
+    def evaluate(self, context: ExpressionContext) -> Any:
+        """Run the twin; any failure in it is the expression's failure, as an exception in C# is."""
+        try:
+            return self.twin(context)
+        except ExpressionEvaluationError:
+            raise
+        except Exception as exc:
+            raise ExpressionEvaluationError(f"{self.source[:60]!r} failed: {type(exc).__name__}") from exc
 
 
 # --- what C# and .NET do, in Python -------------------------------------------------
@@ -123,17 +132,38 @@ def _matched_parameter(context: ExpressionContext, name: str) -> str:
         raise ExpressionEvaluationError(f'context.Request.MatchedParameters["{name}"] is not set') from None
 
 
+# Newtonsoft's JsonSerializer refuses JSON nested deeper than this (MaxDepth, since 13.0).
+_NEWTONSOFT_MAX_DEPTH = 64
+
+
 def _body_as_jobject(context: ExpressionContext) -> dict[str, Any] | None:
     """`context.Request.Body.As<JObject>()` in a try/catch: the body's JSON object, else None."""
     if not context.body:
         return None
     # StreamReader: UTF-8 with or without a BOM; bytes that are not UTF-8 become U+FFFD.
     text = context.body.decode("utf-8-sig", errors="replace")
+    if _nesting(text) > _NEWTONSOFT_MAX_DEPTH:
+        return None
     try:
         value = json.loads(text)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _nesting(text: str) -> int:
+    """How deep the brackets of a JSON text go (those inside strings do not count)."""
+    depth = deepest = 0
+    for char in _JSON_STRING.sub('""', text):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def _variable_jwt(context: ExpressionContext, name: str) -> Jwt:
@@ -324,7 +354,7 @@ def compile_expression(text: str) -> Expression | None:
             if match:
                 evaluate = make(match)
                 break
-    return Expression(source=text.strip(), evaluate=evaluate) if evaluate else None
+    return Expression(source=text.strip(), twin=evaluate) if evaluate else None
 
 
 def known_expressions() -> list[str]:

@@ -160,6 +160,9 @@ NOT_AN_OBJECT = "the body must be a JSON object"
     ("application/json", '{"item": "x", "quantity": -3}', 400, [QUANTITY]),
     ("application/json", '{"item": "x", "quantity": -0}', 400, [QUANTITY]),
     ("application/json", b'\xff\xfe{"item"', 400, [NOT_AN_OBJECT]),
+    # Newtonsoft stops at 64 levels (MaxDepth); Python's parser would recurse on
+    ("application/json", '{"item": "x", "quantity": 1, "deep": ' + "[" * 64 + "]" * 64 + "}", 400, [NOT_AN_OBJECT]),
+    ("application/json", "[" * 100_000, 400, [NOT_AN_OBJECT]),
 ])
 async def test_post_refuses_bad_orders(backend, control, content_type, body, status, problems):
     answer_status, _, answer = await backend.call("POST", "/orders", data=body, headers={"Content-Type": content_type})
@@ -169,6 +172,13 @@ async def test_post_refuses_bad_orders(backend, control, content_type, body, sta
         assert error["code"] == "UnsupportedMediaType"
     else:
         assert error == {"code": "InvalidOrder", "message": "The order is not valid.", "problems": problems}
+
+
+async def test_brackets_inside_strings_are_not_nesting(backend):
+    item = "[" * 100 + "{"
+    status, _, body = await backend.call("POST", "/orders", json={"item": item, "quantity": 1,
+                                                                 "deep": [[[[1]]]]})
+    assert status == 201 and json.loads(body)["item"] == item
 
 
 @pytest.mark.parametrize("item", ["caf\u00e9", "\u2028 line", 'quote " and \\ backslash', "\U0001f600"])

@@ -350,3 +350,17 @@ def test_expressions_are_compared_without_layout_but_with_their_strings():
         operation_id = "get-status"
 
     assert status.evaluate(Context()) is True  # type: ignore[arg-type]
+
+
+def test_any_failure_inside_a_twin_is_the_expressions_failure():
+    from devstack.apim.expressions import ExpressionEvaluationError
+
+    location = compile_expression('@("/orders/" + (string)JObject.Parse((string)context.Variables["order"])["id"])')
+    assert location is not None
+
+    class Context:
+        def __init__(self) -> None:
+            self.variables = {"order": "[1, 2]"}  # JObject.Parse of an array throws in C#; here a TypeError
+
+    with pytest.raises(ExpressionEvaluationError):
+        location.evaluate(Context())  # type: ignore[arg-type]

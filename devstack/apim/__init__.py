@@ -111,12 +111,7 @@ def create_app(state: StackState, *, metadata_source: MetadataSource | None = No
         fault_middleware("apim", state.faults, error_body=_fault_body),
     ])
 
-    async def client_session(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession(timeout=_CLIENT_TIMEOUT, auto_decompress=False) as session:
-            app[SESSION] = session
-            yield
-
-    app.cleanup_ctx.append(client_session)
+    app.cleanup_ctx.append(_client_session)
     keys = metadata_source or HttpMetadataSource(session=lambda: app[SESSION],
                                                  min_refresh_seconds=state.config.openid_refetch_seconds)
     state.extras[_SIGNING_KEYS] = keys
@@ -141,6 +136,13 @@ def create_app(state: StackState, *, metadata_source: MetadataSource | None = No
 
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
+
+
+async def _client_session(app: web.Application) -> AsyncIterator[None]:
+    """The app's own session for what the gateway sends (forward-request, OpenID metadata)."""
+    async with aiohttp.ClientSession(timeout=_CLIENT_TIMEOUT, auto_decompress=False) as session:
+        app[SESSION] = session
+        yield
 
 
 def managed_identity_token(state: StackState) -> ManagedIdentityToken:
@@ -173,12 +175,7 @@ def sample_backend_gateway(state: StackState, app: web.Application, *,
     api = load_policy_api(config.policy_dir / API_FILE, sample.policy, path=sample.api_path,
                           named_values=named_values(state), entra_tenant_id=config.tenant_id)
 
-    async def client_session(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession(timeout=_CLIENT_TIMEOUT, auto_decompress=False) as session:
-            app[SESSION] = session
-            yield
-
-    app.cleanup_ctx.append(client_session)
+    app.cleanup_ctx.append(_client_session)
     keys = metadata_source or state.extras.get(_SIGNING_KEYS) or HttpMetadataSource(
         session=lambda: app[SESSION], min_refresh_seconds=config.openid_refetch_seconds)
     return Gateway(api, service_url="", subscription_key="", entra_config_url=state.endpoints["openid_config_url"],

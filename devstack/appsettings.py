@@ -51,6 +51,13 @@ LOCAL_SAMPLING_SETTINGS = {"OTEL_TRACES_SAMPLER": "always_on"}
 # its own (endpoints, header, key, client IDs, ...) and is replaced with the running stack's.
 KEPT_IF_SET = frozenset({"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "TIMER_SCHEDULE", "TIMER_API_PATH",
                          "OTEL_TRACES_SAMPLER"})
+_TIMER_SETTINGS = ("TIMER_SCHEDULE", "TIMER_API_PATH")
+
+
+def _kept_if_set(endpoints: Mapping[str, Any]) -> frozenset[str]:
+    """KEPT_IF_SET, and each further connection's own timer settings (INVENTORY_TIMER_SCHEDULE, ...)."""
+    return KEPT_IF_SET | {setting_name(name, connection) for connection in endpoints.get("apis", {})
+                          for name in _TIMER_SETTINGS}
 
 
 # What the timer of each further API connection GETs.
@@ -142,8 +149,9 @@ def update_local_settings(document: Mapping[str, Any], endpoints: Mapping[str, A
     """`document` (an existing local.settings.json) pointed at the stack; everything else is kept."""
     fresh = local_settings(endpoints, identity)["Values"]
     values = dict(document.get("Values") or {})
+    kept = _kept_if_set(endpoints)
     for name, value in fresh.items():
-        if name in KEPT_IF_SET:
+        if name in kept:
             values.setdefault(name, value)
         else:
             values[name] = value

@@ -246,14 +246,17 @@ def token_error(exc: BaseException, *, connection: str | None = None,
     """
     if isinstance(exc, TokenError):
         return exc
-    identity = identity_setting or setting_name("MANAGED_IDENTITY_CLIENT_ID", connection)
+    read_identity = setting_name("MANAGED_IDENTITY_CLIENT_ID", connection)
+    identity = identity_setting or read_identity
     audience = setting_name("API_APP_ID_URI", connection)
     if isinstance(exc, CredentialUnavailableError):
+        # Without the write setting, writes use the read identity: only with neither set is it `az login`.
+        unset = identity if identity == read_identity else f"{read_identity} and {identity}"
         return TokenError(
             "The managed identity is not available here.",
             hint="In Azure, check that the identity is assigned to the Function App and that "
             f"{identity} is its client ID. On a laptop, run `python -m devstack up` "
-            f"and use its settings, or unset {identity} to use your `az login`.",
+            f"and use its settings, or unset {unset} to use your `az login`.",
         )
     if isinstance(exc, ClientAuthenticationError):
         return _identity_failure(exc, identity, audience)

@@ -51,3 +51,17 @@ def test_a_credential_failure_becomes_a_token_error_in_our_words(exc, status, wo
     error = token_error(exc)
     assert isinstance(error, TokenError) and error.status == status
     assert words in str(error) and "library text" not in str(error)
+
+
+@pytest.mark.parametrize(("connection", "identity_setting", "unset"), [
+    (None, None, "unset MANAGED_IDENTITY_CLIENT_ID to use"),
+    # Without the write setting, writes fall back to the read identity, not to `az login`.
+    (None, "MANAGED_IDENTITY_WRITE_CLIENT_ID",
+     "unset MANAGED_IDENTITY_CLIENT_ID and MANAGED_IDENTITY_WRITE_CLIENT_ID to use"),
+    ("inventory", "INVENTORY_MANAGED_IDENTITY_WRITE_CLIENT_ID",
+     "unset INVENTORY_MANAGED_IDENTITY_CLIENT_ID and INVENTORY_MANAGED_IDENTITY_WRITE_CLIENT_ID to use"),
+])
+def test_the_az_login_hint_names_every_setting_to_unset(connection, identity_setting, unset):
+    error = token_error(CredentialUnavailableError("no endpoint"), connection=connection,
+                        identity_setting=identity_setting)
+    assert unset in error.hint

@@ -192,6 +192,7 @@ def test_settings_updates_only_the_stand_ins_own_keys(running, tmp_path):
     out.write_text(json.dumps({
         "IsEncrypted": False,
         "Values": {"MY_OWN_SETTING": "kept", "TIMER_SCHEDULE": "0 0 * * * *",
+                   "INVENTORY_TIMER_SCHEDULE": "0 30 * * * *", "INVENTORY_TIMER_API_PATH": "/items/widget",
                    "IDENTITY_ENDPOINT": "http://127.0.0.1:1/msi/token", "IDENTITY_HEADER": "stale",
                    "APIM_BASE_URL": "http://localhost:1/orders"},
         "Host": {"LocalHttpPort": 7072},
@@ -208,6 +209,8 @@ def test_settings_updates_only_the_stand_ins_own_keys(running, tmp_path):
     assert values["IDENTITY_HEADER"] == endpoints["identity_header"]
     assert values["APIM_BASE_URL"] == endpoints["apim_base_url"]
     assert values["TIMER_API_PATH"] == "/status" and values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
+    # A further connection's timer settings are the developer's too.
+    assert (values["INVENTORY_TIMER_SCHEDULE"], values["INVENTORY_TIMER_API_PATH"]) == ("0 30 * * * *", "/items/widget")
 
 
 def test_settings_leaves_a_file_that_points_at_azure_alone_unless_forced(running, tmp_path):

@@ -364,3 +364,24 @@ def test_any_failure_inside_a_twin_is_the_expressions_failure():
 
     with pytest.raises(ExpressionEvaluationError):
         location.evaluate(Context())  # type: ignore[arg-type]
+
+
+def test_the_sample_backends_policy_is_read_as_strictly(state, tmp_path):
+    from dataclasses import replace
+
+    from devstack import backend
+    from devstack.apim.api import load_policy_api
+
+    sample = state.config.sample_backend
+    broken = tmp_path / "policy.xml"
+    broken.write_text(sample.policy.read_text(encoding="utf-8").replace(
+        '<set-variable name="orders"', '<mock-response status-code="200" />\n<set-variable name="orders"', 1),
+        encoding="utf-8")
+    with pytest.raises(PolicyError) as caught:
+        load_policy_api(INFRA_APIM / "api.json", broken, path=sample.api_path, named_values=named_values(state),
+                        entra_tenant_id=state.config.tenant_id)
+    assert "mock-response" in str(caught.value) and str(broken) in str(caught.value)
+    # ...and the stack does not start on it.
+    config = replace(state.config, sample_backend=replace(sample, policy=broken))
+    with pytest.raises(PolicyError):
+        backend.create_app(replace(state, config=config))

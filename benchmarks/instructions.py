@@ -38,8 +38,10 @@ async def measure(endpoints: dict[str, Any], options: dict[str, Any]) -> dict[st
     calls = options["calls"]
     statuses: dict[str, set[int]] = {"floor": set(), "app": set()}
 
-    async def app_calls(count: int) -> None:
-        prepared = [(host.http_request("GET", "status"), host.invocation_context()) for _ in range(count)]
+    def arguments(count: int) -> list[tuple[Any, Any]]:
+        return [(host.http_request("GET", "status"), host.invocation_context()) for _ in range(count)]
+
+    async def app_calls(prepared: list[tuple[Any, Any]]) -> None:
         for argument in prepared:
             statuses["app"].add((await proxy(*argument)).status_code)
 
@@ -48,17 +50,21 @@ async def measure(endpoints: dict[str, Any], options: dict[str, Any]) -> dict[st
             statuses["floor"].add(await floor.call())
 
     await floor_calls(WARMUP_CALLS)
-    await app_calls(WARMUP_CALLS)
+    await app_calls(arguments(WARMUP_CALLS))
     telemetry.flush()  # the warm-up's spans exported now, uncounted
     markers.start()
     await floor_calls(3)  # the first instrumented calls run no differently; this only settles callgrind
-    await app_calls(3)
+    await app_calls(arguments(3))
     telemetry.flush()
-    for name, batch in (("floor", floor_calls), ("app", app_calls)):
-        gc.collect()
-        markers.zero()
-        await batch(calls)
-        markers.dump(name)
+    gc.collect()
+    markers.zero()
+    await floor_calls(calls)
+    markers.dump("floor")
+    prepared = arguments(calls)  # the host's work, outside the count
+    gc.collect()
+    markers.zero()
+    await app_calls(prepared)
+    markers.dump("app")
     if options["telemetry"] == "every":
         gc.collect()
         markers.zero()

@@ -233,6 +233,8 @@ class ApimClient:
         self.timeouts = timeouts or Timeouts()
         self.session = session or new_session()
         self.sources = dict(sources)
+        # For messages; worked out once, as a bad path needs them on the call's own path.
+        self._base_setting, self._proxy_route = settings.name("APIM_BASE_URL"), settings.route("proxy")
         self._pipelines = {client_id: self._pipeline(source) for client_id, source in self.sources.items()}
 
     def source_for(self, method: str) -> TokenSource:
@@ -265,8 +267,8 @@ class ApimClient:
                    content_type: str | None = None) -> ApimResponse:
         """Send one call; 401/403/415/429 and 5xx become typed errors with a hint."""
         # Outside the timed part: a bad path or query is the caller's 400, not a failed call to APIM.
-        url = build_url(self.settings.apim_base_url, path, query, base_setting=self.settings.name("APIM_BASE_URL"),
-                        proxy_route=self.settings.route("proxy"))
+        url = build_url(self.settings.apim_base_url, path, query, base_setting=self._base_setting,
+                        proxy_route=self._proxy_route)
         started = time.perf_counter()
         status: int | None = None
         try:
@@ -290,8 +292,9 @@ class ApimClient:
         # that costs more per call than the rest of the pipeline together (see `benchmarks/`).
         # Both are supported azure-core API; the policies, retries and timeouts work the same.
         request = HttpRequest(method.upper(), url, headers=headers, data=body)
-        source = self.source_for(method)
-        result = await self._pipelines[self.settings.client_id_for(method)].run(request)
+        client_id = self.settings.client_id_for(method)
+        source = self.sources[client_id]
+        result = await self._pipelines[client_id].run(request)
         http_response = result.http_response
         # The token this answer is to: on the request it answers (a resend after a 401 carries the new one).
         sent = result.http_request.headers.get("Authorization", "").removeprefix("Bearer ")

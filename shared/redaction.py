@@ -9,6 +9,7 @@ and of long opaque strings, which is what keys and token parts look like.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -19,6 +20,7 @@ from typing import AnyStr
 __all__ = ["LIBRARY_LOGGERS", "REDACTED", "RedactingFilter", "redact_exact", "redact_library_logs", "scrub"]
 
 REDACTED = "[redacted]"
+_REDACTED_BYTES = REDACTED.encode()
 # The libraries that handle our secrets and log what they were answered (see RedactingFilter).
 LIBRARY_LOGGERS = ("azure.identity", "azure.core", "msal")
 # App Service's managed-identity secret (IDENTITY_HEADER; MSI_SECRET in the 2017 protocol).
@@ -48,14 +50,23 @@ def redact_exact(data: AnyStr, secrets: Iterable[str | None]) -> AnyStr:
     it changes nothing but the secrets we sent. A substring test comes first, so a clean
     answer costs one scan per secret and no copy.
     """
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        if isinstance(data, bytes):
-            needle = secret.encode("utf-8", "surrogateescape")
+    texts, encoded = _prepared(tuple(secrets))
+    if isinstance(data, bytes):
+        for needle in encoded:
             if needle in data:
-                data = data.replace(needle, REDACTED.encode())
-        elif secret in data:
-            data = data.replace(secret, REDACTED)
+                data = data.replace(needle, _REDACTED_BYTES)
+        return data
+    for text in texts:
+        if text in data:
+            data = data.replace(text, REDACTED)
     return data
+
+
+# The same few secrets (this call's token, the key) redact every answer: sorted and encoded once, not per call.
+@functools.lru_cache(maxsize=8)
+def _prepared(secrets: tuple[str | None, ...]) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+    texts = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))  # longest first: no partial leftovers
+    return texts, tuple(text.encode("utf-8", "surrogateescape") for text in texts)
 
 
 def _redact_if_opaque(match: re.Match[str]) -> str:

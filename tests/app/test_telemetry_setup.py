@@ -94,3 +94,21 @@ def test_a_bad_connection_string_is_reported_once_and_calls_go_on(connection_str
     assert "configure_azure_monitor() failed" in report["problem"]
     assert connection_string not in report["problem"] and connection_string not in report["stderr"]
     assert report["stderr"].count("Telemetry is not exported") == 1
+
+
+def test_the_app_set_up_uses_the_faster_default_sampler_and_skips_instrumentations_of_absent_libraries():
+    report = run("""
+        import importlib.util, json
+        from opentelemetry import trace
+        from shared import telemetry
+        telemetry.configure()
+        sampler = trace.get_tracer_provider().sampler
+        from opentelemetry.instrumentation.requests import RequestsInstrumentor
+        print(json.dumps({"sampler": type(sampler).__name__, "wrapped": type(sampler.sampler).__name__,
+                          "absent": sorted(telemetry.absent_instrumentations()),
+                          "requests_instrumented": RequestsInstrumentor().is_instrumented_by_opentelemetry,
+                          "django_installed": importlib.util.find_spec("django") is not None}))
+    """, OTEL_TRACES_SAMPLER="microsoft.rate_limited")
+    assert (report["sampler"], report["wrapped"]) == ("FasterRateLimitedSampler", "RateLimitedSampler")
+    assert not report["django_installed"] and "django" in report["absent"]  # not installed here: off up front
+    assert "requests" not in report["absent"] and report["requests_instrumented"]  # installed: the distro's call

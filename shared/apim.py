@@ -300,7 +300,8 @@ class ApimClient:
         sent = result.http_request.headers.get("Authorization", "").removeprefix("Bearer ")
         secrets = (sent, source.token.token if source.token else None, self.settings.subscription_key)
         status = http_response.status_code
-        passed = {name: value for name in PASSED_HEADERS if (value := _field_value(http_response.headers.get(name)))}
+        got = http_response.headers
+        passed = {name: value for name in PASSED_HEADERS if name in got and (value := _field_value(got[name]))}
         content_type = _field_value(http_response.headers.get("Content-Type"))  # None: the caller's fallback
         return ApimResponse(
             status=status,

@@ -25,7 +25,7 @@ from opentelemetry.util.types import Attributes
 try:  # the distro's own pieces: the sampler, its parent rule, its attribute name
     from azure.monitor.opentelemetry.exporter._constants import _SAMPLE_RATE_KEY
     from azure.monitor.opentelemetry.exporter.export.trace._rate_limited_sampling import RateLimitedSampler
-    from azure.monitor.opentelemetry.exporter.export.trace._utils import parent_context_sampling
+    from azure.monitor.opentelemetry.exporter.export.trace._utils import _get_DJB2_sample_score, parent_context_sampling
 except ImportError:  # pragma: no cover - an older distro: its sampler stays as it is
     RateLimitedSampler = None  # type: ignore[assignment,misc]
 
@@ -64,10 +64,21 @@ class FasterRateLimitedSampler(Sampler):
     def __init__(self, sampler: Any) -> None:
         self.sampler = sampler
         self._percentage = sampler._sampling_percentage_generator  # the same state: one rate limit, not two
+        self._fell_back = False
 
     def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
                       kind: SpanKind | None = None, attributes: Attributes = None,
                       links: Sequence[Link] | None = None, trace_state: TraceState | None = None) -> SamplingResult:
+        if not self._fell_back:
+            try:
+                return self._decide(parent_context, trace_id, attributes)
+            except Exception:  # a changed private piece of the distro: its own sampler decides from now on
+                self._fell_back = True
+        result: SamplingResult = self.sampler.should_sample(parent_context, trace_id, name, kind, attributes, links,
+                                                            trace_state)
+        return result
+
+    def _decide(self, parent_context: Context | None, trace_id: int, attributes: Attributes) -> SamplingResult:
         if parent_context is not None:
             decided = parent_context_sampling(parent_context, attributes)  # a parent in this process decides
             if decided is not None:
@@ -90,7 +101,23 @@ def _parent_trace_state(parent_context: Context | None) -> TraceState | None:
 
 
 def faster(sampler: Sampler) -> Sampler:
-    """`sampler` wrapped in FasterRateLimitedSampler if it is the distro's RateLimitedSampler; else itself."""
-    if RateLimitedSampler is not None and type(sampler) is RateLimitedSampler:
-        return FasterRateLimitedSampler(sampler)
-    return sampler
+    """`sampler` wrapped in FasterRateLimitedSampler if it is the distro's RateLimitedSampler and this
+    module still scores as it does (the pieces used are the distro's private ones); else itself."""
+    if RateLimitedSampler is None or type(sampler) is not RateLimitedSampler:
+        return sampler
+    if not hasattr(sampler, "_sampling_percentage_generator") or not _scores_as_the_distro():
+        return sampler
+    return FasterRateLimitedSampler(sampler)
+
+
+# Trace IDs to check the score against the distro's once, at set-up: the edges and a few others.
+_CHECKED_TRACE_IDS = (1, 2**128 - 1, 0x0AF7651916CD43DD8448EB211C80319C, 0x80000000000000000000000000000000,
+                      0x00F067AA0BA902B7FFFFFFFFFFFFFFFF)
+
+
+def _scores_as_the_distro() -> bool:
+    try:
+        return all(sampling_score(trace_id) == _get_DJB2_sample_score(f"{trace_id:032x}")
+                   for trace_id in _CHECKED_TRACE_IDS)
+    except Exception:  # any change in the distro's private pieces: keep its own sampler
+        return False

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 
-from shared import telemetry
+from shared import sampling, telemetry
 from shared.sampling import FasterRateLimitedSampler, faster, sampling_score, score_of_hash
 
 RANDOM = random.Random(20261201)
@@ -113,3 +113,29 @@ def test_telemetry_set_up_swaps_in_the_faster_sampler_and_nothing_else():
     kept = TracerProvider(sampler=ALWAYS_ON)
     telemetry._use_faster_sampler(kept)
     assert kept.sampler is ALWAYS_ON
+
+
+def test_a_distro_that_scores_otherwise_keeps_its_own_sampler(monkeypatch):
+    monkeypatch.setattr(sampling, "_get_DJB2_sample_score", lambda digits: 0.5)
+    sampler = RateLimitedSampler(5.0)
+    assert sampling.faster(sampler) is sampler
+
+
+def test_a_distro_sampler_without_its_rate_state_is_left_as_it_is():
+    sampler = RateLimitedSampler(5.0)
+    del sampler._sampling_percentage_generator
+    assert sampling.faster(sampler) is sampler
+
+
+def test_if_a_private_piece_of_the_distro_fails_its_own_sampler_decides_from_then_on(monkeypatch):
+    distro, wrapped = samplers(100.0)
+
+    def changed(*args, **kwargs):
+        raise TypeError("a new signature")
+
+    monkeypatch.setattr(sampling, "parent_context_sampling", changed)
+    parent = parents()[1]
+    for _ in range(2):
+        result = wrapped.should_sample(parent, 0x0AF7651916CD43DD8448EB211C80319C, "span")
+        assert result.decision == distro.should_sample(parent, 0x0AF7651916CD43DD8448EB211C80319C, "span").decision
+    assert wrapped._fell_back

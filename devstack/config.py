@@ -103,8 +103,8 @@ class StackConfig:
     # The Logic App workflow definition infra/ deploys (devstack.logicapp runs it).
     logic_app_workflow: Path = field(default_factory=lambda: PROJECT_ROOT / "infra" / "logic-app" / "workflow.json")
     sample_backend: SampleBackend | None = None
-    # The APIM service's own (system-assigned) managed identity: what authentication-managed-identity
-    # gets tokens for. Not one of `identities`, which are the Function App's.
+    # The APIM service's own user-assigned managed identity: what authentication-managed-identity
+    # gets tokens with (client-id). Not one of `identities`, which are the Function App's.
     apim_identity: Identity | None = None
 
     @property
@@ -206,7 +206,7 @@ def load_config(path: Path | str | None = None, **overrides: object) -> StackCon
         ingestion_local_auth=bool(raw.get("ingestion", {}).get("local_auth", False)),
         logic_app_workflow=workflow if workflow.is_absolute() else PROJECT_ROOT / workflow,
         sample_backend=_sample_backend(raw.get("sample_backend")),
-        apim_identity=_identity("apim", {**apim["identity"], "system_assigned": True}) if "identity" in apim else None,
+        apim_identity=_identity("apim", apim["identity"]) if "identity" in apim else None,
     )
     if overrides:
         from dataclasses import replace

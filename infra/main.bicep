@@ -221,6 +221,10 @@ module apim 'modules/apim.bicep' = {
     writeRole: roles.write
     backendServiceUrl: backendServiceUrl
     backendAppIdUri: backendTokenAudience
+    backendIdentityId: identities.outputs.apimBackendIdentityId
+    backendIdentityClientId: identities.outputs.apimBackendClientId
+    readerClientId: identities.outputs.readerClientId
+    writerClientId: separateWriterIdentity ? identities.outputs.writerClientId : identities.outputs.readerClientId
     sampleBackendClientId: useSampleBackend ? entraSampleBackend!.outputs.appId : ''
     createLogicAppSubscription: deployLogicApp
   }
@@ -346,6 +350,8 @@ output APIM_BASE_URL string = apim.outputs.apiBaseUrl
 output API_APP_ID_URI string = entraApi.outputs.identifierUri
 output API_CLIENT_ID string = entraApi.outputs.appId
 output API_APP_UNIQUE_NAME string = apiUniqueName
+// The client ID API Management calls the backend with: what your own backend accepts.
+output APIM_BACKEND_CLIENT_ID string = identities.outputs.apimBackendClientId
 output SAMPLE_BACKEND_CLIENT_ID string = useSampleBackend ? entraSampleBackend!.outputs.appId : ''
 output MANAGED_IDENTITY_CLIENT_ID string = identities.outputs.readerClientId
 output MANAGED_IDENTITY_WRITE_CLIENT_ID string = separateWriterIdentity ? identities.outputs.writerClientId : identities.outputs.readerClientId

@@ -43,6 +43,9 @@ __all__ = ["PolicyError", "create_app", "load_gateway_api", "named_values", "sam
 log = logging.getLogger(__name__)
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+# The Azure CLI's public client ID, the same in every tenant: a developer's own sign-in
+# (infra/modules/entra-api.bicep pre-authorizes it).
+AZURE_CLI_CLIENT_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
 # The gateway's signing keys, kept in the stack's state: the sample backend is an API of the same
 # APIM service, so its token checks share them (one OpenID refetch per unknown kid, not two).
 _SIGNING_KEYS = "apim_signing_keys"
@@ -71,7 +74,12 @@ def named_values(state: StackState, app: ApiApp | None = None) -> dict[str, str]
         values["sample-backend-app-id-uri"] = config.sample_backend.app.app_id_uri
         values["sample-backend-client-id"] = config.sample_backend.app.client_id
     if config.apim_identity is not None:
-        values["apim-principal-id"] = config.apim_identity.principal_id
+        values["apim-backend-client-id"] = config.apim_identity.client_id
+    # Who may call (validate-azure-ad-token's client-application-ids), as infra/ fills them.
+    for role in ("reader", "writer"):
+        if role in config.identities:
+            values[f"{role}-client-id"] = config.identities[role].client_id
+    values["developer-client-id"] = AZURE_CLI_CLIENT_ID
     return values
 
 
@@ -146,13 +154,15 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
 
 
 def managed_identity_token(state: StackState) -> ManagedIdentityToken:
-    """The APIM service's system-assigned identity, served by the identity stand-in's platform cache
+    """The APIM service's user-assigned identity, served by the identity stand-in's platform cache
     (which holds one token per identity and resource, as APIM's own cache does)."""
 
-    async def token(resource: str) -> str:
+    async def token(resource: str, client_id: str) -> str:
         identity = state.config.apim_identity
         if identity is None:
             raise ManagedIdentityUnavailable("the stack's config gives API Management no identity (apim.identity)")
+        if identity.client_id.lower() != client_id.lower():
+            raise ManagedIdentityUnavailable(f"no identity with client ID {client_id} is assigned to API Management")
         if not is_known_resource(state.config, resource):
             raise ManagedIdentityUnavailable(f"Entra knows no resource '{resource}' in the tenant")
         try:

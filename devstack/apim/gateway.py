@@ -55,8 +55,8 @@ if TYPE_CHECKING:
 
 # How a statement runs: registry.ELEMENTS maps each element to one of the Gateway methods below.
 Handler = Callable[["Gateway", Any, str, "Exchange"], Awaitable[None]]
-# A token of the APIM service's own managed identity for a resource (authentication-managed-identity).
-ManagedIdentityToken = Callable[[str], Awaitable[str]]
+# A token of the APIM service's own managed identity (by client ID) for a resource (authentication-managed-identity).
+ManagedIdentityToken = Callable[[str, str], Awaitable[str]]
 
 
 class ManagedIdentityUnavailable(Exception):
@@ -226,7 +226,7 @@ class Gateway:
         try:
             if self.managed_identity is None:
                 raise ManagedIdentityUnavailable("this gateway has no managed identity")
-            token = await self.managed_identity(statement.resource)
+            token = await self.managed_identity(statement.resource, statement.client_id)
         except ManagedIdentityUnavailable as exc:
             log.warning("authentication-managed-identity got no token for %s: %s", statement.resource, exc)
             if statement.ignore_error:

@@ -249,6 +249,9 @@ class PolicyReader:
             self.report(where, f"tenant-id '{tenant_id}' is not the stand-in's tenant '{self.tenant_id}': "
                         "its Entra stand-in issues tokens for that tenant only")
         children = self._children(element, where, ("client-application-ids", "audiences", "required-claims"))
+        if not any(child.tag == "client-application-ids" for child in children):
+            # APIM refuses the policy without it (its reference: "Required: Yes"; MicrosoftDocs/azure-docs#121338).
+            self.report(where, "<client-application-ids> is required: the client IDs of the apps that may call")
         return ValidateAzureAdToken(
             **common,  # type: ignore[arg-type]
             tenant_id=tenant_id,
@@ -306,16 +309,20 @@ class PolicyReader:
         return ReturnResponse(statements=statements)
 
     def read_authentication_managed_identity(self, element: ET.Element, where: str) -> AuthenticationManagedIdentity:
-        # client-id (a user-assigned identity of the APIM service) is not implemented: the stand-in's
-        # APIM has its system-assigned identity only, as infra/ deploys it.
-        attrs = self._attributes(element, where, ("resource", "output-token-variable-name", "ignore-error"),
-                                 required=("resource",))
+        attrs = self._attributes(element, where, ("resource", "client-id", "output-token-variable-name",
+                                                  "ignore-error"), required=("resource",))
         self._children(element, where, ())
         resource = self._literal(attrs.get("resource", ""), where, "resource")
         if "resource" in attrs and not resource.strip():
             self.report(where, "'resource' must name the backend's app registration (App ID URI or client ID)")
+        client_id = self._literal(attrs.get("client-id", ""), where, "client-id").strip()
+        if not client_id:
+            # Without client-id APIM uses its system-assigned identity, which the stand-in does not model.
+            self.report(where, "give client-id: the stand-in's API Management has a user-assigned identity only "
+                        "(named value apim-backend-client-id)")
         return AuthenticationManagedIdentity(
             resource=resource.strip(),
+            client_id=client_id,
             output_variable=self._optional_literal(attrs, "output-token-variable-name", where),
             ignore_error=self._bool(attrs, "ignore-error", where, False),
         )

@@ -141,6 +141,7 @@ class AuthenticationManagedIdentity:
     """A token of the APIM service's managed identity for `resource`: into Authorization, or a variable."""
 
     resource: str
+    client_id: str  # of a user-assigned identity of the service
     output_variable: str | None = None
     ignore_error: bool = False
 

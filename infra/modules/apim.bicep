@@ -53,6 +53,18 @@ param backendServiceUrl string
 @description('App ID URI of the backend\'s app registration: API Management calls the backend with a token of its managed identity for it (named value backend-app-id-uri).')
 param backendAppIdUri string
 
+@description('Resource ID of the user-assigned identity API Management calls the backend with.')
+param backendIdentityId string
+
+@description('Client ID of that identity (named value apim-backend-client-id).')
+param backendIdentityClientId string
+
+@description('Client ID of the reader identity: allowed to call the Orders API (client-application-ids).')
+param readerClientId string
+
+@description('Client ID of the writer identity (the reader\'s when there is none).')
+param writerClientId string
+
 @description('Client ID of the sample backend\'s app registration; empty with backendServiceUrl.')
 param sampleBackendClientId string
 
@@ -77,6 +89,12 @@ var namedValues = {
   'reader-role': readRole
   'writer-role': writeRole
   'backend-app-id-uri': backendAppIdUri
+  'apim-backend-client-id': backendIdentityClientId
+  // validate-azure-ad-token's client-application-ids (APIM requires the list): who may call.
+  'reader-client-id': readerClientId
+  'writer-client-id': writerClientId
+  // The Azure CLI's public client ID (the same in every tenant): a developer's own sign-in.
+  'developer-client-id': '04b07795-8ddb-461a-bbee-02f9e1bf7b46'
 }
 
 var isConsumption = sku == 'Consumption'
@@ -107,10 +125,13 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
     name: sku
     capacity: isConsumption ? 0 : 1
   }
-  // System-assigned: the gateway's logger sends to App Insights with it, and the Orders API calls
-  // its backend with it (authentication-managed-identity in ../apim/api-policy.xml).
+  // System-assigned: the gateway's logger sends to App Insights with it. User-assigned: the Orders
+  // API calls its backend with it (authentication-managed-identity in ../apim/api-policy.xml).
   identity: {
-    type: 'SystemAssigned'
+    type: 'SystemAssigned, UserAssigned'
+    userAssignedIdentities: {
+      '${backendIdentityId}': {}
+    }
   }
   properties: {
     publisherEmail: publisherEmail
@@ -315,7 +336,7 @@ module sampleBackend 'sample-backend.bicep' = if (useSampleBackend) {
     backendClientId: sampleBackendClientId
     backendAppIdUri: backendAppIdUri
   }
-  // Its policy also uses the service's named value tenant-id.
+  // Its policy also uses the service's named values tenant-id and apim-backend-client-id.
   dependsOn: [
     namedValue
   ]

@@ -1,7 +1,7 @@
 // The sample backend's Entra ID app registration: what API Management's managed identity gets a
 // token for (authentication-managed-identity in ../apim/api-policy.xml) and what the sample
 // backend's policy checks (validate-azure-ad-token in ../sample-backend/policy.xml), together with
-// the token's oid, which must be API Management's own identity. Deployed only with the sample backend.
+// the calling app, which must be API Management's backend identity. Deployed only with the sample backend.
 // Like the Orders API's registration it lives in the tenant; the predown hook removes it.
 
 targetScope = 'subscription'
@@ -40,7 +40,7 @@ resource backendApp 'Microsoft.Graph/applications@v1.0' = {
 resource backendServicePrincipal 'Microsoft.Graph/servicePrincipals@v1.0' = {
   appId: backendApp.appId
   // No app roles and no assignment: any identity of the tenant may get a token for this app, and
-  // the sample backend's policy accepts exactly one of them (API Management's, by oid). This also
+  // the sample backend's policy accepts exactly one of them (API Management's backend identity, by client ID). This also
   // spares the first deployment an app role assignment to an identity created moments before.
   appRoleAssignmentRequired: false
 }

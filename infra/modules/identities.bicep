@@ -5,6 +5,9 @@
 //   - reader: the identity the app calls the API with (MANAGED_IDENTITY_CLIENT_ID); app role Orders.Read.
 //   - writer: used for non-GET calls (MANAGED_IDENTITY_WRITE_CLIENT_ID); app role Orders.Write.
 //             Optional: without it the reader identity gets both app roles.
+// And one for API Management: the identity it calls the backend with (authentication-managed-identity,
+// by client ID; the sample backend accepts that client ID only). User-assigned, because a
+// system-assigned identity's client ID is not known to the template.
 
 @description('Location of the identities.')
 param location string
@@ -36,6 +39,12 @@ resource writerIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-0
   tags: tags
 }
 
+resource apimBackendIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-apim-backend-${resourceToken}'
+  location: location
+  tags: tags
+}
+
 output hostIdentityName string = hostIdentity.name
 output hostIdentityId string = hostIdentity.id
 output hostClientId string = hostIdentity.properties.clientId
@@ -49,3 +58,6 @@ output readerPrincipalId string = readerIdentity.properties.principalId
 output writerIdentityId string = separateWriterIdentity ? writerIdentity.id : ''
 output writerClientId string = separateWriterIdentity ? writerIdentity.properties.clientId : ''
 output writerPrincipalId string = separateWriterIdentity ? writerIdentity.properties.principalId : ''
+
+output apimBackendIdentityId string = apimBackendIdentity.id
+output apimBackendClientId string = apimBackendIdentity.properties.clientId

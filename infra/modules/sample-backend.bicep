@@ -3,8 +3,8 @@
 // compute. The devstack runs the same policy file, so it answers the same here and there; it
 // stores nothing. The Orders API forwards to it at https://<apim>.azure-api.net/<path>.
 //
-// It takes no subscription key, but a token: API Management's own managed identity's, for the
-// sample backend's app registration (entra-sample-backend.bicep), checked by its policy. Nobody
+// It takes no subscription key, but a token: of API Management's own user-assigned identity, for
+// the sample backend's app registration (entra-sample-backend.bicep), checked by its policy. Nobody
 // else can call it, so the X-Caller-Client-Id it echoes is the one the Orders API set.
 
 @description('Name of the API Management service.')
@@ -26,11 +26,10 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' existing = {
   name: apimName
 }
 
-// What the policy checks: the audience, and that the token is API Management's own (its oid).
+// The audience the policy checks; the caller it accepts is the service's named value apim-backend-client-id.
 var namedValues = {
   'sample-backend-client-id': backendClientId
   'sample-backend-app-id-uri': backendAppIdUri
-  'apim-principal-id': apim.identity.principalId
 }
 
 resource namedValue 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = [

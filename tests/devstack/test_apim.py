@@ -156,7 +156,6 @@ async def test_a_v1_token_for_the_app_id_uri_is_accepted(apim, endpoints):
 # --- app roles: 403 -------------------------------------------------------------------
 
 @pytest.mark.parametrize(("identity", "method", "role"), [
-    ("unassigned", "GET", "read"),
     ("writer", "GET", "read"),
     ("reader", "POST", "write"),
 ])
@@ -171,7 +170,27 @@ async def test_a_token_without_the_operations_role_is_forbidden(apim, endpoints,
     assert control.backend_requests() == []
 
 
+async def test_the_reader_with_the_read_role_removed_is_forbidden(apim, endpoints, control):
+    status, _, body = await apim.call("GET", "/orders", token=apim.token("reader", roles=None))
+    assert status == 403 and endpoints["api_roles"]["read"] in json.loads(body)["message"]
+
+
 # --- tokens: 401 ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("identity", ["unassigned", "system", "host"])
+async def test_an_app_not_in_client_application_ids_is_unauthorized(apim, control, identity):
+    # Only the reader, the writer and the Azure CLI may call (api-policy.xml); Entra would not even
+    # issue the unassigned identity a token for the API (assignment required).
+    status, _, body = await apim.call("GET", "/orders", token=apim.token(identity))
+    assert (status, body) == (401, UNAUTHORIZED)
+    assert control.backend_requests() == []
+
+
+async def test_the_azure_cli_as_a_client_application_is_accepted(apim, endpoints):
+    # A developer's own sign-in (AzureCliCredential): azp is the Azure CLI's client ID.
+    token = apim.token("reader", azp="04b07795-8ddb-461a-bbee-02f9e1bf7b46", idtyp="user")
+    status, _, body = await apim.call("GET", "/orders", token=token)
+    assert status == 200, body
 
 def _sign_with_another_key(apim: Gateway, *, keep_kid: bool) -> str:
     stack = apim.stack.state
@@ -339,8 +358,14 @@ async def test_a_forward_request_timeout_is_apims_500(devstack, tmp_path):
 
 
 async def test_without_a_token_of_its_own_for_the_backend_apim_answers_500(devstack, control):
-    # authentication-managed-identity fails (here: the stack's APIM has no identity); nothing is forwarded.
-    state = replace(devstack.state, config=replace(devstack.state.config, apim_identity=None))
+    # authentication-managed-identity gets no token (here: Entra refuses it); nothing is forwarded.
+    from devstack.identity.platform import Reason, Refusal
+
+    class RefusingPlatform:
+        def grant(self, identity: Any, resource: str) -> Any:
+            raise Refusal(Reason.UNKNOWN_RESOURCE, resource)
+
+    state = replace(devstack.state, platform=RefusingPlatform())
     status, body = await _status_through_another_gateway(state)
     assert (status, body["message"]) == (500, "Internal server error") and body["activityId"]
     assert control.backend_requests() == []
@@ -588,9 +613,11 @@ async def test_a_managed_identity_token_entra_refuses_fails_unless_ignored(devst
     policy_dir.mkdir()
     for source in (PROJECT_ROOT / "infra" / "apim").iterdir():
         (policy_dir / source.name).write_bytes(source.read_bytes())
+    apim_client_id = devstack.state.config.apim_identity.client_id
     (policy_dir / "global-policy.xml").write_text(  # a resource the tenant does not have
         f'<policies><inbound><authentication-managed-identity resource="api://no-such-app" '
-        f'ignore-error="{ignore_error}" output-token-variable-name="unused" /></inbound>'
+        f'client-id="{apim_client_id}" ignore-error="{ignore_error}" output-token-variable-name="unused" />'
+        "</inbound>"
         "<backend><forward-request /></backend><outbound /><on-error /></policies>", encoding="utf-8")
     status, _, _, _ = await _through_another_gateway(devstack.state, policy_dir, "GET", "/status")
     assert status == expected

@@ -82,7 +82,9 @@ def test_the_deployed_files_load_and_compose_api_then_operation(state):
 def test_named_values_are_the_contract_names(state):
     assert set(named_values(state)) == {"tenant-id", "api-app-id-uri", "api-client-id", "openid-config-url",
                                         "reader-role", "writer-role", "backend-app-id-uri",
-                                        "sample-backend-app-id-uri", "sample-backend-client-id", "apim-principal-id"}
+                                        "sample-backend-app-id-uri", "sample-backend-client-id",
+                                        "apim-backend-client-id", "reader-client-id", "writer-client-id",
+                                        "developer-client-id"}
 
 
 def test_api_policy_token_check_accepts_both_token_versions_audiences(state):
@@ -250,7 +252,9 @@ def test_the_supported_expressions_read_the_caller_token():
 SAMPLES = {  # the smallest document each element can appear in, to show its reader produces its statement
     "base": "<base />",
     "validate-jwt": '<validate-jwt header-name="Authorization"><openid-config url="https://x/" /></validate-jwt>',
-    "validate-azure-ad-token": '<validate-azure-ad-token tenant-id="{{tenant-id}}" />',
+    "validate-azure-ad-token": '<validate-azure-ad-token tenant-id="{{tenant-id}}"><client-application-ids>'
+                               '<application-id>{{reader-client-id}}</application-id></client-application-ids>'
+                               '</validate-azure-ad-token>',
     "set-header": '<set-header name="X-A" exists-action="override"><value>a</value></set-header>',
     "set-query-parameter": '<set-query-parameter name="a" exists-action="delete" />',
     "forward-request": "<forward-request />",
@@ -260,7 +264,7 @@ SAMPLES = {  # the smallest document each element can appear in, to show its rea
     "set-variable": '<set-variable name="a" value="b" />',
     "set-status": '<set-status code="202" reason="Accepted" />',
     "set-body": "<set-body>{}</set-body>",
-    "authentication-managed-identity": '<authentication-managed-identity resource="api://backend" />',
+    "authentication-managed-identity": '<authentication-managed-identity resource="api://backend" client-id="1" />',
 }
 
 
@@ -324,8 +328,11 @@ WHEN_STATUS = '<when condition=\'@(context.Operation.Id == "get-status")\'>'
     ('<set-body>@(context.Request.Body.As&lt;string&gt;())</set-body>', "policy expression not supported"),
     ('<authentication-managed-identity />', "'resource' is missing"),
     ('<authentication-managed-identity resource=" " />', "must name the backend's app registration"),
-    ('<authentication-managed-identity resource="api://x" client-id="1" />', "'client-id' is not implemented"),
-    ('<authentication-managed-identity resource="api://x" ignore-error="maybe" />', "must be true or false"),
+    ('<authentication-managed-identity resource="api://x" />', "give client-id"),
+    ('<authentication-managed-identity resource="api://x" client-id="1" ignore-error="maybe" />',
+     "must be true or false"),
+    ('<validate-azure-ad-token tenant-id="{{tenant-id}}"><audiences><audience>a</audience></audiences>'
+     "</validate-azure-ad-token>", "<client-application-ids> is required"),
 ])
 def test_what_the_stand_in_does_not_implement_is_refused(state, policy_dir, inbound, expected):
     _global(policy_dir, inbound)

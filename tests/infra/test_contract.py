@@ -24,9 +24,10 @@ DESIGN_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
 NAMED_VALUES = {"tenant-id", "api-app-id-uri", "api-client-id", "openid-config-url", "reader-role", "writer-role",
-                "backend-app-id-uri"}
+                "backend-app-id-uri", "apim-backend-client-id", "reader-client-id", "writer-client-id",
+                "developer-client-id"}
 # Created with the sample backend (modules/sample-backend.bicep), for its policy.
-SAMPLE_BACKEND_NAMED_VALUES = {"sample-backend-client-id", "sample-backend-app-id-uri", "apim-principal-id"}
+SAMPLE_BACKEND_NAMED_VALUES = {"sample-backend-client-id", "sample-backend-app-id-uri"}
 
 
 def _devstack_config() -> dict[str, Any]:
@@ -146,7 +147,7 @@ def test_the_sample_backends_named_values_cover_its_policy(templates: dict[str, 
     used = set(re.findall(r"\{\{([\w.-]+)\}\}", _sample_backend_policy().read_text()))
     available = NAMED_VALUES | SAMPLE_BACKEND_NAMED_VALUES
     assert used <= available, f"the sample backend uses named values infra does not create: {used - available}"
-    assert "apim-principal-id" in used  # only API Management's own identity is accepted
+    assert "apim-backend-client-id" in used  # only API Management's own identity is accepted
 
 
 def test_roles_and_token_version_match_the_devstack(main: dict[str, Any], templates: dict[str, Any]) -> None:
@@ -179,17 +180,45 @@ def test_sample_backend_policy_is_well_formed_and_answers_every_operation() -> N
         assert f'"{op["name"]}"' in conditions, f"sample backend has no answer for {op['name']}"
 
 
+def _client_application_ids(check: ET.Element) -> list[str | None]:
+    return [a.text for ids in check.iter("client-application-ids") for a in ids.iter("application-id")]
+
+
 def test_only_apims_identity_may_call_the_sample_backend() -> None:
     root = ET.parse(_sample_backend_policy()).getroot()  # noqa: S314 - a file of this repository
     [check] = root.find("inbound").iter("validate-azure-ad-token")  # type: ignore[union-attr]
     audiences = {a.text for a in check.iter("audience")}
     assert audiences == {"{{sample-backend-client-id}}", "{{sample-backend-app-id-uri}}"}
-    [claim] = check.iter("claim")
-    assert (claim.get("name"), [v.text for v in claim.iter("value")]) == ("oid", ["{{apim-principal-id}}"])
+    assert _client_application_ids(check) == ["{{apim-backend-client-id}}"]
     # ...and the Orders API calls its backend with that identity's token, not the caller's.
     api_policy = ET.parse(APIM_DIR / "api-policy.xml").getroot()  # noqa: S314
     [auth] = api_policy.iter("authentication-managed-identity")
-    assert auth.get("resource") == "{{backend-app-id-uri}}"
+    assert (auth.get("resource"), auth.get("client-id")) == ("{{backend-app-id-uri}}", "{{apim-backend-client-id}}")
+
+
+def test_every_validate_azure_ad_token_lists_its_client_applications() -> None:
+    # APIM refuses validate-azure-ad-token without <client-application-ids> (MicrosoftDocs/azure-docs#121338).
+    files = [*APIM_DIR.glob("*.xml"), _sample_backend_policy()]
+    checks = [check for path in files for check in ET.parse(path).getroot().iter("validate-azure-ad-token")]  # noqa: S314
+    assert len(checks) == 2
+    assert all(_client_application_ids(check) for check in checks)
+
+
+def test_the_orders_api_names_the_apps_identities_as_its_callers(templates: dict[str, Any]) -> None:
+    [check] = ET.parse(APIM_DIR / "api-policy.xml").getroot().iter("validate-azure-ad-token")  # noqa: S314
+    assert _client_application_ids(check) == ["{{reader-client-id}}", "{{writer-client-id}}", "{{developer-client-id}}"]
+    named = {key.strip("'"): value for key, value in
+             bicep.variable(templates["modules/apim.bicep"], "namedValues").items()}
+    assert (named["reader-client-id"], named["writer-client-id"]) == ("readerClientId", "writerClientId")
+    assert named["developer-client-id"] == "04b07795-8ddb-461a-bbee-02f9e1bf7b46"  # the Azure CLI
+
+
+def test_apim_calls_the_backend_with_its_user_assigned_identity(templates: dict[str, Any]) -> None:
+    _, service = bicep.one(templates, "Microsoft.ApiManagement/service")
+    assert service["identity"]["type"] == "SystemAssigned, UserAssigned"
+    named = {key.strip("'"): value for key, value in
+             bicep.variable(templates["modules/apim.bicep"], "namedValues").items()}
+    assert named["apim-backend-client-id"] == "backendIdentityClientId"
 
 
 def test_the_sample_backends_app_registration_matches_the_devstack(templates: dict[str, Any]) -> None:

@@ -38,11 +38,12 @@ def test_function_app_carries_host_reader_and_optional_writer(templates: dict[st
     assert "'${writerIdentityId}'" in str(union["arg_2"])
 
 
-def test_three_user_assigned_identities_writer_optional(templates: dict[str, Any]) -> None:
+def test_the_user_assigned_identities_writer_optional(templates: dict[str, Any]) -> None:
+    # The app's three (host, reader, writer) and API Management's for its backend calls.
     template = templates["modules/identities.bicep"]
     found = {symbol: r for symbol, r in template["resources"].items()
              if r["type"] == "Microsoft.ManagedIdentity/userAssignedIdentities"}
-    assert set(found) == {"hostIdentity", "readerIdentity", "writerIdentity"}
+    assert set(found) == {"hostIdentity", "readerIdentity", "writerIdentity", "apimBackendIdentity"}
     assert found["writerIdentity"]["config"]["condition"] == "separateWriterIdentity"
 
 

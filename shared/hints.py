@@ -122,4 +122,5 @@ def _token_hint(identity: str, claims: dict[str, Any], settings: Settings) -> st
     return (f"APIM rejected the token of identity {identity} (audience {audience!r}, tenant {claims.get('tid')!r}). "
             f"If the audience is not the API's ({settings.api_app_id_uri!r} or its client ID), fix "
             f"{settings.name('API_APP_ID_URI')}; "
-            "otherwise check the tenant and audiences of validate-azure-ad-token in the API policy.")
+            "otherwise check validate-azure-ad-token in the API policy: its tenant, its audiences, and that "
+            f"{identity} is one of its client-application-ids.")

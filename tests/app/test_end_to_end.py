@@ -76,6 +76,20 @@ async def test_reader_only_identity_posting_gets_the_role_hint(use_stack):
     assert "Orders.Read" in error["hint"] and "MANAGED_IDENTITY_WRITE_CLIENT_ID" in error["hint"]
 
 
+async def test_an_identity_with_the_role_but_not_a_listed_client_gets_the_client_application_ids_hint(
+        use_stack, control, endpoints):
+    # The host identity is given the read role, so Entra issues it a token for the API, but the API policy's
+    # validate-azure-ad-token lists only the reader, the writer and the Azure CLI as client applications.
+    control.assign_role("host", endpoints["api_roles"]["read"])
+    await use_stack("host")
+    response = await proxy(http_request("GET", "orders"), invocation_context())
+    assert response.status_code == 401
+    hint = body(response)["error"]["hint"]
+    host = endpoints["identities"]["host"]["client_id"]
+    assert "client-application-ids" in hint and host in hint
+    assert control.backend_requests() == []
+
+
 async def test_an_identity_without_an_app_role_gets_no_token_and_the_hint_says_why(use_stack, control, backoff):
     # The API requires assignment (as infra/ deploys it), so Entra refuses the token, and App Service
     # reports that as its vague 500, which azure-identity retries: the hint names the likely causes.

@@ -43,6 +43,7 @@ from devstack.invocation import (
     timer_request,
 )
 from devstack.routes import DEFAULT_ROUTE_PREFIX
+from devstack.serverlog import SERVER_LOGGER
 from devstack.stack import LOOPBACK
 from devstack.stack import _bind as bind_loopback
 
@@ -237,7 +238,8 @@ class FunctionsHostServer:
 
     async def _start(self) -> None:
         sock = bind_loopback("functions", self.port)  # the stand-ins' own rules (exclusive on Windows)
-        self._runner = web.AppRunner(self.host.create_app(), access_log=None, shutdown_timeout=5)
+        self._runner = web.AppRunner(self.host.create_app(), access_log=None, shutdown_timeout=5,
+                                     logger=SERVER_LOGGER)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
         self.url = f"http://{LOOPBACK}:{sock.getsockname()[1]}"

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from devstack.config import StackConfig, load_config
+from devstack.serverlog import SERVER_LOGGER
 from devstack.state import StackState
 from devstack.statelock import StateDirLock
 from devstack.tls import LocalTls
@@ -233,7 +234,7 @@ class DevStack:
         self.state.endpoints.update(describe(self.state, urls))
         server_context = tls.server_context()
         for name, factory in factories.items():
-            runner = web.AppRunner(factory(self.state), access_log=None, shutdown_timeout=1)
+            runner = web.AppRunner(factory(self.state), access_log=None, shutdown_timeout=1, logger=SERVER_LOGGER)
             await runner.setup()
             context = server_context if name in served_over_tls else None
             await web.SockSite(runner, sockets[name], ssl_context=context).start()

@@ -145,25 +145,63 @@ def _body_as_jobject(context: ExpressionContext) -> dict[str, Any] | None:
     if _nesting(text) > _NEWTONSOFT_MAX_DEPTH:
         return None
     try:
-        value = json.loads(text)
+        # strict=False: Newtonsoft takes raw control characters inside strings; integers of any length
+        # (BigInteger), where Python's str-to-int limit would refuse more than 4,300 digits.
+        value = _loads(text)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
 
 
+def _loads(text: str) -> Any:
+    """JSON as Newtonsoft reads it, as far as Python's json can."""
+    return json.loads(text, strict=False, parse_int=_big_int)
+
+
+def _big_int(digits: str) -> int:
+    """A JSON integer without Python's 4,300-digit limit (linear enough for the 1 MiB a body can hold)."""
+    if len(digits) <= 4000:
+        return int(digits)
+    sign, digits = (-1, digits[1:]) if digits.startswith("-") else (1, digits)
+    value = 0
+    for start in range(0, len(digits), 4000):
+        chunk = digits[start:start + 4000]
+        value = value * 10 ** len(chunk) + int(chunk)
+    return sign * value
+
+
+def _int_text(value: int) -> str:
+    """str(value) without Python's 4,300-digit limit."""
+    if abs(value) < 10**4000:
+        return str(value)
+    sign, value = ("-", -value) if value < 0 else ("", value)
+    chunks = []
+    while value:
+        value, chunk = divmod(value, 10**4000)
+        chunks.append(chunk)
+    return sign + str(chunks[-1]) + "".join(f"{chunk:04000d}" for chunk in reversed(chunks[:-1]))
+
+
 def _nesting(text: str) -> int:
-    """How deep the brackets of a JSON text go (those inside strings do not count)."""
+    """How deep the brackets of a JSON text go, those inside strings not counted: one pass."""
     depth = deepest = 0
-    for char in _JSON_STRING.sub('""', text):
-        if char in "[{":
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
             depth += 1
             deepest = max(deepest, depth)
         elif char in "]}":
             depth -= 1
     return deepest
-
-
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def _variable_jwt(context: ExpressionContext, name: str) -> Jwt:
@@ -198,7 +236,7 @@ def _status(context: ExpressionContext) -> str:
 
 def _find_order(context: ExpressionContext) -> str:
     try:
-        orders = json.loads(_string_variable(context, "orders"))
+        orders = _loads(_string_variable(context, "orders"))
     except ValueError:
         raise ExpressionEvaluationError("JArray.Parse: the orders variable is not JSON") from None
     if not isinstance(orders, list):
@@ -244,7 +282,7 @@ def _has_problems(context: ExpressionContext) -> bool:
 
 
 def _invalid_order(context: ExpressionContext) -> str:
-    problems = json.loads(_string_variable(context, "order-problems"))
+    problems = _loads(_string_variable(context, "order-problems"))
     return _newtonsoft_json({"error": {"code": "InvalidOrder", "message": "The order is not valid.",
                                        "problems": problems}})
 
@@ -253,14 +291,18 @@ def _new_order(context: ExpressionContext) -> str:
     order = _body_as_jobject(context)
     if order is None:  # the policy checks the body first; C# would throw a NullReferenceException
         raise ExpressionEvaluationError("the body is not a JSON object")
-    return _newtonsoft_json({"id": str(uuid.uuid4()), "item": order.get("item"), "quantity": order.get("quantity"),
-                             "status": "received", "created": _now_round_trip(),
-                             "created_by": _header(context, CALLER_HEADER)})
+    quantity = order.get("quantity")
+    # Python writes at most 4,300 digits of an int; Newtonsoft writes a BigInteger whole.
+    placeholder = f"quantity-{uuid.uuid4()}" if isinstance(quantity, int) and not isinstance(quantity, bool) else None
+    text = _newtonsoft_json({"id": str(uuid.uuid4()), "item": order.get("item"),
+                             "quantity": placeholder if placeholder else quantity, "status": "received",
+                             "created": _now_round_trip(), "created_by": _header(context, CALLER_HEADER)})
+    return text.replace(f'"{placeholder}"', _int_text(quantity), 1) if placeholder else text
 
 
 def _order_location(context: ExpressionContext) -> str:
-    order = json.loads(_string_variable(context, "order"))
-    return "/orders/" + str(order["id"])
+    order = _loads(_string_variable(context, "order"))
+    return "orders/" + str(order["id"])
 
 
 _KNOWN_TEXTS: dict[str, Evaluate] = {
@@ -286,7 +328,8 @@ _KNOWN_TEXTS: dict[str, Evaluate] = {
     'if (order == null) { problems.Add("the body must be a JSON object"); '
     'return problems.ToString(Newtonsoft.Json.Formatting.None); } '
     'var item = order["item"]; var quantity = order["quantity"]; '
-    'if (item == null || item.Type != JTokenType.String || ((string)item).Trim().Length == 0) { '
+    'if (item == null || (item.Type != JTokenType.String && item.Type != JTokenType.Date) '
+    '|| ((string)item).Trim().Length == 0) { '
     'problems.Add("\'item\' is required: a non-empty string"); } '
     'if (quantity == null || quantity.Type != JTokenType.Integer || quantity.ToString().StartsWith("-") '
     '|| quantity.ToString() == "0") { problems.Add("\'quantity\' is required: an integer of at least 1"); } '
@@ -302,7 +345,7 @@ _KNOWN_TEXTS: dict[str, Evaluate] = {
     'new JProperty("status", "received"), new JProperty("created", DateTime.UtcNow.ToString("o")), '
     'new JProperty("created_by", context.Request.Headers.GetValueOrDefault("X-Caller-Client-Id", "")) '
     ').ToString(Newtonsoft.Json.Formatting.None); }': _new_order,
-    '@("/orders/" + (string)JObject.Parse((string)context.Variables["order"])["id"])': _order_location,
+    '@("orders/" + (string)JObject.Parse((string)context.Variables["order"])["id"])': _order_location,
 }
 
 # A C# string literal without escapes: the families below take one.
@@ -337,6 +380,12 @@ _FAMILIES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], Evaluate], str
     (re.compile(re.escape(_normalize('@((string)context.Variables["x"])')).replace('"x"', _LITERAL)),
      _variable_as_string, '@((string)context.Variables["<variable name>"])'),
 )
+
+
+def has_line_comment(text: str) -> bool:
+    """A `//` comment outside string literals: in an attribute it swallows the rest of the expression,
+    because XML turns an attribute's line breaks into spaces."""
+    return any("//" in part for index, part in enumerate(_STRING_PARTS.split(text)) if index % 2 == 0)
 
 
 def is_expression(text: str) -> bool:

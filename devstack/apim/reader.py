@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devstack.apim.errors import PolicyError
-from devstack.apim.expressions import Expression, compile_expression, is_expression, known_expressions
+from devstack.apim.expressions import (
+    Expression,
+    compile_expression,
+    has_line_comment,
+    is_expression,
+    known_expressions,
+)
 from devstack.apim.statements import (
     SCOPES,
     SECTIONS,
@@ -207,7 +213,8 @@ class PolicyReader:
         return {
             "header_name": self._optional_literal(attrs, "header-name", where),
             "query_parameter_name": self._optional_literal(attrs, "query-parameter-name", where),
-            "token_value": self._value(token_value, f"{where} token-value") if token_value is not None else None,
+            "token_value": (self._attribute_value(token_value, f"{where} token-value")
+                            if token_value is not None else None),
             "failed_status": self._int(attrs, "failed-validation-httpcode", where, 401, minimum=100, maximum=599),
             "failed_message": self._optional_literal(attrs, "failed-validation-error-message", where),
             "output_variable": self._optional_literal(attrs, "output-token-variable-name", where),
@@ -265,7 +272,7 @@ class PolicyReader:
         attrs = self._attributes(element, where, ("name", "value"), required=("name", "value"))
         self._children(element, where, ())
         return SetVariable(name=self._literal(attrs.get("name", ""), where, "name"),
-                           value=self._value(attrs.get("value", ""), f"{where} value"))
+                           value=self._attribute_value(attrs.get("value", ""), f"{where} value"))
 
     def read_set_status(self, element: ET.Element, where: str) -> SetStatus:
         attrs = self._attributes(element, where, ("code", "reason"), required=("code", "reason"))
@@ -466,8 +473,14 @@ class PolicyReader:
         if not is_expression(text):
             self.report(where, f"the condition must be a policy expression @(...), not {text.strip()!r}")
             return None
-        value = self._value(text, where)
+        value = self._attribute_value(text, where)
         return value if isinstance(value, Expression) else None
+
+    def _attribute_value(self, text: str, where: str) -> Value:
+        if is_expression(text) and has_line_comment(text):
+            self.report(where, "a // comment in an attribute's expression comments out the rest of it in APIM "
+                        "(XML turns the attribute's line breaks into spaces): use /* */ or an XML comment")
+        return self._value(text, where)
 
     def _literal(self, value: str, where: str, name: str) -> str:
         if is_expression(value):

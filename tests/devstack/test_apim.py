@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -139,7 +140,7 @@ async def test_writer_creates_an_order(apim, endpoints, control):
     assert status == 201, body
     created = json.loads(body)
     assert created["created_by"] == endpoints["identities"]["writer"]["client_id"]
-    assert headers["Location"] == f"/orders/{created['id']}"
+    assert headers["Location"] == f"orders/{created['id']}"  # relative: /orders/orders/<id> on the gateway
     assert json.loads(control.backend_requests()[0]["body"]) == order
 
 
@@ -622,3 +623,20 @@ async def test_a_managed_identity_token_entra_refuses_fails_unless_ignored(devst
     status, _, _, _ = await _through_another_gateway(devstack.state, policy_dir, "GET", "/status")
     assert status == expected
     assert len(control.backend_requests()) == (1 if expected == 200 else 0)
+
+
+async def test_a_request_that_cannot_be_parsed_logs_no_token_or_key(devstack, caplog):
+    # aiohttp's parser error quotes the offending header line whole; the stand-ins log its kind only.
+    host, port = devstack.endpoints["apim_gateway_url"].removeprefix("http://").split(":")
+    secret_token = "eyJ-not-a-real-token-" + "x" * 20
+    key = devstack.endpoints["subscription_key"]
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+        for header in (f"Authorization: Bearer {secret_token}\x01", f"Ocp-Apim-Subscription-Key: {key}\x01"):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(f"GET /orders/status HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n".encode("latin-1"))
+            await writer.drain()
+            assert b" 400 " in (await reader.read(65536)).split(b"\r\n", 1)[0]
+            writer.close()
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "could not be parsed" in logged
+    assert secret_token not in logged and key not in logged

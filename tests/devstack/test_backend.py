@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from devstack import DevStack
 from tests.plugin import SAMPLE_BACKEND
@@ -125,10 +126,14 @@ async def test_post_echoes_the_order_with_a_location_and_keeps_nothing(backend, 
     assert list(created) == ["id", "item", "quantity", "status", "created", "created_by"]
     assert (created["item"], created["quantity"], created["created_by"]) == ("Northwind Sprocket", 3, reader)
     assert ROUND_TRIP_TIME.match(created["created"])
-    assert headers["Location"] == f"/orders/{created['id']}"
-    # Stateless, as in Azure: the created order is not there to get.
-    status, _, _ = await backend.call("GET", f"/orders/{created['id']}")
-    assert status == 404
+    # Relative to the POST's URL, so it names the order's URL wherever the POST went (RFC 3986 5.2).
+    assert headers["Location"] == f"orders/{created['id']}"
+    target = URL(backend.url + "/orders").join(URL(headers["Location"]))
+    assert str(target) == f"{backend.url}/orders/{created['id']}"
+    # Stateless, as in Azure: the created order is not there to get (but the path is an operation's).
+    async with backend.session.get(target, headers={"Authorization": f"Bearer {backend.token()}"}) as response:
+        assert response.status == 404
+        assert (await response.json())["error"]["code"] == "OrderNotFound"
 
 
 async def test_two_posts_get_two_ids(backend):
@@ -172,6 +177,37 @@ async def test_post_refuses_bad_orders(backend, control, content_type, body, sta
         assert error["code"] == "UnsupportedMediaType"
     else:
         assert error == {"code": "InvalidOrder", "message": "The order is not valid.", "problems": problems}
+
+
+@pytest.mark.parametrize("body", [
+    '"' + '\\"' * 300_000,  # a string never closed, of escaped quotes: one pass, not one per quote
+    "[" * 500_000,
+    '{"item": "' + "\\" * 400_000 + '"',
+])
+async def test_a_large_malformed_body_is_refused_at_once(backend, body):
+    # Measured by what it does, not by a clock: the answer is the refusal, and the same body is scanned
+    # once (a quadratic scan of this size would hold the whole devstack for minutes).
+    status, _, answer = await backend.call("POST", "/orders", data=body, headers={"Content-Type": "application/json"})
+    assert (status, json.loads(answer)["error"]["problems"]) == (400, [NOT_AN_OBJECT])
+
+
+async def test_integers_of_any_length_are_read_and_echoed_as_newtonsoft_does(backend):
+    long = "9" * 5000  # past Python's 4,300-digit limit for int <-> str; a BigInteger to Newtonsoft
+    data = '{"item": "x", "quantity": ' + long + ', "n": -' + long + "}"
+    status, _, body = await backend.call("POST", "/orders", data=data, headers={"Content-Type": "application/json"})
+    assert status == 201, body
+    assert f'"quantity":{long},' in body
+
+
+@pytest.mark.parametrize(("item", "expected"), [
+    ("a\tb", "a\tb"),  # a raw control character inside a string: Newtonsoft takes it
+    ("2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z"),  # a Date token to Newtonsoft, still a string item
+])
+async def test_what_newtonsoft_reads_as_a_string_item_is_one(backend, item, expected):
+    data = '{"item": "' + item.replace("\\t", "\t") + '", "quantity": 1}'
+    status, _, body = await backend.call("POST", "/orders", data=data, headers={"Content-Type": "application/json"})
+    assert status == 201, body
+    assert json.loads(body)["item"] == expected.replace("\\t", "\t")
 
 
 async def test_brackets_inside_strings_are_not_nesting(backend):

@@ -323,6 +323,7 @@ WHEN_STATUS = '<when condition=\'@(context.Operation.Id == "get-status")\'>'
     ('<set-status code="99" reason="x" />', "'code' must be a whole number from 100 to 599"),
     ('<set-status code="200" />', "'reason' is missing"),
     ('<set-variable name="a" />', "'value' is missing"),
+    ('<set-variable name="a" value="@{&#10;// the order&#10;return &quot;x&quot;; }" />', "a // comment"),
     ('<set-variable name="@(x)" value="b" />', "'name': the stand-in supports policy expressions only"),
     ('<set-body template="liquid">{}</set-body>', "'template' is not implemented"),
     ('<set-body>@(context.Request.Body.As&lt;string&gt;())</set-body>', "policy expression not supported"),
@@ -362,7 +363,7 @@ def test_expressions_are_compared_without_layout_but_with_their_strings():
 def test_any_failure_inside_a_twin_is_the_expressions_failure():
     from devstack.apim.expressions import ExpressionEvaluationError
 
-    location = compile_expression('@("/orders/" + (string)JObject.Parse((string)context.Variables["order"])["id"])')
+    location = compile_expression('@("orders/" + (string)JObject.Parse((string)context.Variables["order"])["id"])')
     assert location is not None
 
     class Context:

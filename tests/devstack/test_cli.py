@@ -31,9 +31,26 @@ def devstack(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60, check=False)
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_stack_outlives_its_test() -> Iterator[None]:
+    """A test that fails before it stops its `up` must not leave the stack running (a module's own stays)."""
+    before = len(_STARTED)
+    yield
+    while len(_STARTED) > before:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
+
+
 def start_up(state_dir: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "devstack", "up", "--state-dir", str(state_dir), "--free-ports"],
-                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "devstack", "up", "--state-dir", str(state_dir), "--free-ports"],
+                               cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _STARTED.append(process)
+    return process
 
 
 def wait_for_endpoints(process: subprocess.Popen[str], state_dir: Path, timeout: float = 30) -> dict[str, Any]:

@@ -39,9 +39,26 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_stack_outlives_its_test() -> Iterator[None]:
+    """A test that fails before it stops its `up` must not leave the stack running (a module's own stays)."""
+    before = len(_STARTED)
+    yield
+    while len(_STARTED) > before:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
+
+
 def start_up(state_dir: Path, *options: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "devstack", "up", "--state-dir", str(state_dir), *options],
-                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "devstack", "up", "--state-dir", str(state_dir), *options],
+                               cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _STARTED.append(process)
+    return process
 
 
 def stop(process: subprocess.Popen[str]) -> str:

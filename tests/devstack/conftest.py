@@ -7,12 +7,16 @@ these tests assert. Fixtures of the same name in tests/conftest.py are overridde
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devstack import DevStack
+from devstack.config import PROJECT_ROOT
 
 
 @pytest.fixture(scope="package")
@@ -24,6 +28,31 @@ def devstack() -> Iterator[DevStack]:
 @pytest.fixture(scope="package")
 def endpoints(devstack: DevStack) -> dict[str, Any]:
     return devstack.endpoints
+
+
+# --- `python -m devstack up` in a process of its own -------------------------------------------
+
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+def start_up(state_dir: Path, *options: str) -> subprocess.Popen[str]:
+    """`python -m devstack up` with this state dir; stopped at the end of the test that started it."""
+    process = subprocess.Popen([sys.executable, "-m", "devstack", "up", "--state-dir", str(state_dir), *options],
+                               cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _STARTED.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def _no_stack_outlives_its_test() -> Iterator[None]:
+    """A test that fails before it stops its `up` must not leave the stack running (a module's own stays)."""
+    before = len(_STARTED)
+    yield
+    while len(_STARTED) > before:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
 
 
 # --- telemetry as infra/ deploys it: Entra-authenticated, over HTTPS ----------------------

@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import re
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -331,28 +332,38 @@ async def test_a_backend_error_status_passes_through(apim, control):
     assert status == 503 and headers["Retry-After"] == "2"
 
 
-async def _status_through_another_gateway(state: StackState, policy_dir: Path | None = None) -> tuple[int, Any]:
-    """GET /status through a second gateway app on this loop, for the given state and policy files."""
+async def _through_another_gateway(state: StackState, policy_dir: Path | None, method: str, path: str,
+                                   **kwargs: Any) -> tuple[int, str, Any, bytes]:
+    """`method` /orders`path` through a second gateway app on this loop, for the given state and policy
+    files, with the writer's token for a POST and the reader's otherwise."""
     server = TestServer(create_app(state, policy_dir=policy_dir), host="127.0.0.1")
     await server.start_server()
     try:
-        token, _ = state.issuer.issue(state.config.identities["reader"], state.config.api.app_id_uri)
+        role = "writer" if method == "POST" else "reader"
+        token, _ = state.issuer.issue(state.config.identities[role], state.config.api.app_id_uri)
         headers = {"Authorization": f"Bearer {token}", "Ocp-Apim-Subscription-Key": state.subscription_key}
-        async with aiohttp.ClientSession() as session, session.get(server.make_url("/orders/status"),
-                                                                   headers=headers) as response:
-            return response.status, await response.json()
+        async with aiohttp.ClientSession() as session, session.request(
+                method, server.make_url(f"/orders{path}"), headers=headers, **kwargs) as response:
+            return response.status, response.reason or "", response.headers, await response.read()
     finally:
         await server.close()
 
 
+async def _status_through_another_gateway(state: StackState, policy_dir: Path | None = None) -> tuple[int, Any]:
+    status, _, _, body = await _through_another_gateway(state, policy_dir, "GET", "/status")
+    return status, json.loads(body)
+
+
+def _with_global_policy(tmp_path: Path, policy: str) -> Path:
+    """A copy of infra/apim with `policy` as its global-policy.xml."""
+    policy_dir = Path(shutil.copytree(PROJECT_ROOT / "infra" / "apim", tmp_path / "apim"))
+    (policy_dir / "global-policy.xml").write_text(policy, encoding="utf-8")
+    return policy_dir
+
+
 async def test_a_forward_request_timeout_is_apims_500(devstack, tmp_path):
-    policy_dir = tmp_path / "apim"
-    policy_dir.mkdir()
-    for source in (PROJECT_ROOT / "infra" / "apim").iterdir():
-        (policy_dir / source.name).write_bytes(source.read_bytes())
-    (policy_dir / "global-policy.xml").write_text(  # the backend gets no time at all
-        '<policies><inbound /><backend><forward-request timeout="0" /></backend><outbound /><on-error /></policies>',
-        encoding="utf-8")
+    policy_dir = _with_global_policy(tmp_path,  # the backend gets no time at all
+        '<policies><inbound /><backend><forward-request timeout="0" /></backend><outbound /><on-error /></policies>')
     status, body = await _status_through_another_gateway(devstack.state, policy_dir)
     assert status == 500
     assert body["message"] == "Internal server error" and body["activityId"]
@@ -545,29 +556,9 @@ CONTROL_FLOW = """<policies>
 </policies>"""
 
 
-async def _through_another_gateway(state: StackState, policy_dir: Path, method: str, path: str,
-                                   **kwargs: Any) -> tuple[int, str, Any, bytes]:
-    server = TestServer(create_app(state, policy_dir=policy_dir), host="127.0.0.1")
-    await server.start_server()
-    try:
-        role = "writer" if method == "POST" else "reader"
-        token, _ = state.issuer.issue(state.config.identities[role], state.config.api.app_id_uri)
-        headers = {"Authorization": f"Bearer {token}", "Ocp-Apim-Subscription-Key": state.subscription_key}
-        async with aiohttp.ClientSession() as session, session.request(
-                method, server.make_url(f"/orders{path}"), headers=headers, **kwargs) as response:
-            return response.status, response.reason or "", response.headers, await response.read()
-    finally:
-        await server.close()
-
-
 @pytest.fixture
 def control_flow_policies(tmp_path) -> Path:
-    policy_dir = tmp_path / "apim"
-    policy_dir.mkdir()
-    for source in (PROJECT_ROOT / "infra" / "apim").iterdir():
-        (policy_dir / source.name).write_bytes(source.read_bytes())
-    (policy_dir / "global-policy.xml").write_text(CONTROL_FLOW, encoding="utf-8")
-    return policy_dir
+    return _with_global_policy(tmp_path, CONTROL_FLOW)
 
 
 async def test_return_response_answers_and_ends_the_pipeline(devstack, control, control_flow_policies):
@@ -595,13 +586,9 @@ async def test_choose_runs_otherwise_when_no_condition_holds(devstack, control, 
 
 
 async def test_a_failing_expression_is_apims_500(devstack, control, tmp_path):
-    policy_dir = tmp_path / "apim"
-    policy_dir.mkdir()
-    for source in (PROJECT_ROOT / "infra" / "apim").iterdir():
-        (policy_dir / source.name).write_bytes(source.read_bytes())
-    (policy_dir / "global-policy.xml").write_text(  # reads a variable nothing set
+    policy_dir = _with_global_policy(tmp_path,  # reads a variable nothing set
         "<policies><inbound><set-body>@((string)context.Variables[\"nothing\"])</set-body></inbound>"
-        "<backend><forward-request /></backend><outbound /><on-error /></policies>", encoding="utf-8")
+        "<backend><forward-request /></backend><outbound /><on-error /></policies>")
     status, _, _, body = await _through_another_gateway(devstack.state, policy_dir, "GET", "/status")
     assert status == 500 and json.loads(body)["activityId"]
     assert control.backend_requests() == []
@@ -610,16 +597,11 @@ async def test_a_failing_expression_is_apims_500(devstack, control, tmp_path):
 @pytest.mark.parametrize(("ignore_error", "expected"), [("true", 200), ("false", 500)])
 async def test_a_managed_identity_token_entra_refuses_fails_unless_ignored(devstack, control, tmp_path,
                                                                           ignore_error, expected):
-    policy_dir = tmp_path / "apim"
-    policy_dir.mkdir()
-    for source in (PROJECT_ROOT / "infra" / "apim").iterdir():
-        (policy_dir / source.name).write_bytes(source.read_bytes())
     apim_client_id = devstack.state.config.apim_identity.client_id
-    (policy_dir / "global-policy.xml").write_text(  # a resource the tenant does not have
+    policy_dir = _with_global_policy(tmp_path,  # a resource the tenant does not have
         f'<policies><inbound><authentication-managed-identity resource="api://no-such-app" '
         f'client-id="{apim_client_id}" ignore-error="{ignore_error}" output-token-variable-name="unused" />'
-        "</inbound>"
-        "<backend><forward-request /></backend><outbound /><on-error /></policies>", encoding="utf-8")
+        "</inbound><backend><forward-request /></backend><outbound /><on-error /></policies>")
     status, _, _, _ = await _through_another_gateway(devstack.state, policy_dir, "GET", "/status")
     assert status == expected
     assert len(control.backend_requests()) == (1 if expected == 200 else 0)

@@ -17,6 +17,7 @@ import pytest
 
 from devstack import cli
 from devstack.appsettings import UnknownIdentity, app_settings
+from tests.devstack.conftest import start_up
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DESIGN_SETTINGS = {  # DESIGN.md §3, plus what the stand-in needs to be reached at all
@@ -29,28 +30,6 @@ DESIGN_SETTINGS = {  # DESIGN.md §3, plus what the stand-in needs to be reached
 def devstack(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "devstack", *args], cwd=PROJECT_ROOT, capture_output=True,
                           text=True, timeout=60, check=False)
-
-
-_STARTED: list[subprocess.Popen[str]] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_stack_outlives_its_test() -> Iterator[None]:
-    """A test that fails before it stops its `up` must not leave the stack running (a module's own stays)."""
-    before = len(_STARTED)
-    yield
-    while len(_STARTED) > before:
-        process = _STARTED.pop()
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=30)
-
-
-def start_up(state_dir: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen([sys.executable, "-m", "devstack", "up", "--state-dir", str(state_dir), "--free-ports"],
-                               cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _STARTED.append(process)
-    return process
 
 
 def wait_for_endpoints(process: subprocess.Popen[str], state_dir: Path, timeout: float = 30) -> dict[str, Any]:
@@ -75,7 +54,7 @@ def get_json(url: str) -> Any:
 def running(tmp_path_factory) -> Iterator[tuple[Path, dict[str, Any]]]:
     """One `up` in the background for the settings/env tests."""
     state_dir = tmp_path_factory.mktemp("state")
-    process = start_up(state_dir)
+    process = start_up(state_dir, "--free-ports")
     try:
         yield state_dir, wait_for_endpoints(process, state_dir)
     finally:
@@ -86,7 +65,7 @@ def running(tmp_path_factory) -> Iterator[tuple[Path, dict[str, Any]]]:
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_up_serves_until_signalled_then_cleans_up(tmp_path, stop_with):
-    process = start_up(tmp_path)
+    process = start_up(tmp_path, "--free-ports")
     endpoints = wait_for_endpoints(process, tmp_path)
     assert get_json(endpoints["backend_url"] + "/inventory/items")[0]["item"] == "widget"
     assert get_json(endpoints["control_url"] + "/stats")["backend"]["requests"] == 1

@@ -22,6 +22,7 @@ import pytest
 from devstack import DevStack, cli
 from devstack.appsettings import azure_reason
 from devstack.config import DEFAULT_PORTS, load_config
+from tests.devstack.conftest import start_up
 from tests.devstack.test_cli import PROJECT_ROOT, devstack, wait_for_endpoints
 
 SERVICES = ("identity", "apim", "backend", "ingestion", "control")
@@ -37,28 +38,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-_STARTED: list[subprocess.Popen[str]] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_stack_outlives_its_test() -> Iterator[None]:
-    """A test that fails before it stops its `up` must not leave the stack running (a module's own stays)."""
-    before = len(_STARTED)
-    yield
-    while len(_STARTED) > before:
-        process = _STARTED.pop()
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=30)
-
-
-def start_up(state_dir: Path, *options: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen([sys.executable, "-m", "devstack", "up", "--state-dir", str(state_dir), *options],
-                               cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _STARTED.append(process)
-    return process
 
 
 def stop(process: subprocess.Popen[str]) -> str:

@@ -104,7 +104,7 @@ def run(profile: dict[str, Any], cpus: dict[str, list[int] | None]) -> dict[str,
             coldstart.dependency_modules(app_env, modules_file)
             progress("side by side (sizes and counts, not timings): instructions under callgrind in both "
                      "sampling regimes, memory of the app and of its floor")
-            results.update(counts(profile, endpoints_file, env, scratch, modules_file))
+            results.update(counts(profile, endpoints_file, env, scratch))
             progress(f"token storm: {STORM_INVOCATIONS} concurrent invocations on a cold process")
             results["storm"] = run_child("benchmarks.storm", endpoints_file, measured, env,
                                          invocations=STORM_INVOCATIONS)
@@ -119,13 +119,9 @@ def run(profile: dict[str, Any], cpus: dict[str, list[int] | None]) -> dict[str,
     return results
 
 
-def counts(profile: dict[str, Any], endpoints_file: Path, env: dict[str, str], scratch: Path,
-           modules_file: Path) -> dict[str, Any]:
+def counts(profile: dict[str, Any], endpoints_file: Path, env: dict[str, str], scratch: Path) -> dict[str, Any]:
     """Instructions (callgrind, when it can run here) and memory: children run side by side."""
-    children = [
-        Child("benchmarks.memory", {"kind": "app", **profile["memory"]}),
-        Child("benchmarks.memory", {"kind": "floor", "modules_file": str(modules_file), **profile["memory"]}),
-    ]
+    children = [Child("benchmarks.memory", {"kind": "app", **profile["memory"]})]
     regimes = ("dropped", "every")  # most traces dropped, every trace kept
     unavailable = callgrind.available()
     if unavailable:
@@ -135,7 +131,12 @@ def counts(profile: dict[str, Any], endpoints_file: Path, env: dict[str, str], s
             (scratch / regime).mkdir()
             children.append(Child("benchmarks.instructions", {"telemetry": regime, **profile["instructions"]},
                                   prefix=callgrind.command(scratch / regime)))
-    app_memory, floor_memory, *counted = run_children(children, endpoints_file, None, env)
+    app_memory, *counted = run_children(children, endpoints_file, None, env)
+    # The floor imports what the app had loaded when its memory was read (known only now).
+    loaded_file = scratch / "memory-modules.json"
+    loaded_file.write_text(json.dumps(app_memory.pop("modules")), encoding="utf-8")
+    floor_memory = run_child("benchmarks.memory", endpoints_file, None, env, kind="floor",
+                             modules_file=str(loaded_file), **profile["memory"])
     found: dict[str, Any] = {"unavailable": unavailable} if unavailable else {
         regime: {**result, "totals": callgrind.totals(scratch / regime)}
         for regime, result in zip(regimes, counted, strict=True)}

@@ -6,7 +6,7 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 # One call of a variant: takes prepared arguments, returns the HTTP status it got.
@@ -24,7 +24,7 @@ def median(values: Sequence[float]) -> float:
     return percentile(values, 50)
 
 
-async def concurrent(call: Call, arguments: Sequence[Any], concurrency: int) -> tuple[float, Counter[int]]:
+async def concurrent(call: Call, arguments: Iterable[Any], concurrency: int) -> tuple[float, Counter[int]]:
     """All `arguments` through `concurrency` workers; the wall time and the statuses."""
     pending = iter(arguments)
     statuses: Counter[int] = Counter()

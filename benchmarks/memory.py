@@ -3,8 +3,9 @@
     app    warmed by `first` invocations at concurrency 64 (connections open, token cached,
            telemetry configured and its instruments and attribute sets created), then the
            resident set is read; then `invocations` more, telemetry flushed, read again
-    floor  the same dependency modules imported (see benchmarks.coldstart), one raw token
-           request and `first` raw calls at concurrency 64 (benchmarks.floor)
+    floor  the modules the app process had loaded at its first reading imported, except the
+           app's own (libraries load some lazily: the exporter on its first export), one raw
+           token request and `first` raw calls at concurrency 64 (benchmarks.floor)
 
 Each reading follows a full garbage collection. The app above the floor is what it
 costs to have the app loaded and running; growth is what a long-lived worker would
@@ -28,7 +29,6 @@ from benchmarks.floor import Floor
 from benchmarks.measure import concurrent
 
 CONCURRENCY = 64
-CHUNK = 1000  # invocations prepared at a time, so the prepared requests themselves stay small
 
 
 def rss_bytes() -> int:
@@ -47,20 +47,18 @@ def settled_rss_mb() -> float:
 
 
 async def run(proxy: host.Function, invocations: int) -> dict[str, int]:
-    statuses: dict[str, int] = {}
+    """`invocations` calls at concurrency 64, each one's request built as it starts, as the worker does.
+
+    Not built beforehand: a thousand requests waiting in a list would be the benchmark's own
+    memory, and the arenas they leave half-empty would be counted as the app's.
+    """
 
     async def invoke(argument: tuple[Any, Any]) -> int:
         return (await proxy(*argument)).status_code
 
-    remaining = invocations
-    while remaining:
-        count = min(CHUNK, remaining)
-        prepared = [(host.http_request("GET", "status"), host.invocation_context()) for _ in range(count)]
-        _, seen = await concurrent(invoke, prepared, CONCURRENCY)
-        for status, number in seen.items():
-            statuses[str(status)] = statuses.get(str(status), 0) + number
-        remaining -= count
-    return statuses
+    arriving = ((host.http_request("GET", "status"), host.invocation_context()) for _ in range(invocations))
+    _, seen = await concurrent(invoke, arriving, CONCURRENCY)
+    return {str(status): number for status, number in seen.items()}
 
 
 async def app(endpoints: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +70,7 @@ async def app(endpoints: dict[str, Any], options: dict[str, Any]) -> dict[str, A
     statuses = await run(proxy, options["first"])
     telemetry.flush()
     after_first = settled_rss_mb()
+    loaded = [name for name in sys.modules if not own_module(name)]
     more = await run(proxy, options["invocations"])
     telemetry.flush()
     after_more = settled_rss_mb()
@@ -80,7 +79,12 @@ async def app(endpoints: dict[str, Any], options: dict[str, Any]) -> dict[str, A
     for status, number in more.items():
         statuses[status] = statuses.get(status, 0) + number
     return {"first": options["first"], "invocations": options["invocations"], "rss_after_first_mb": after_first,
-            "rss_after_more_mb": after_more, "rss_growth_mb": after_more - after_first, "statuses": statuses}
+            "rss_after_more_mb": after_more, "rss_growth_mb": after_more - after_first, "statuses": statuses,
+            "modules": loaded}
+
+
+def own_module(name: str) -> bool:
+    return name in ("function_app", "shared") or name.startswith("shared.")
 
 
 def import_modules(modules_file: str) -> None:

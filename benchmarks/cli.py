@@ -37,7 +37,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "instructions": {"calls": 40},
         "calls": {"steady_calls": 200, "loopback_rounds": 400, "network": {"2": 40, "10": 100, "30": 12},
                   "throughput_rounds": 6, "throughput_calls": 150},
-        "cold_start_samples": 3,
+        "cold_start_samples": 5,
         "memory": {"first": 1000, "invocations": 10_000},
     },
     "full": {

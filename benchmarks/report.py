@@ -98,7 +98,11 @@ def reference(results: dict[str, Any]) -> dict[str, Any]:
     """Printed for reference, without targets: loopback ratios, throughput, every modelled round trip."""
     calls = results["calls"]
     loopback = calls["loopback"]
+    found = results["instructions"]
     return {
+        # How fast this machine runs this kind of code: a CPU figure is only comparable at the same speed.
+        "floor_ns_per_instruction": None if found.get("unavailable") else
+        loopback["floor"]["cpu_us"] * 1000 / per_call(found["dropped"], "floor"),
         "loopback_p50_ratio": loopback["app"]["p50_ms"] / loopback["floor"]["p50_ms"],
         "loopback_p99_ratio": loopback["app"]["p99_ms"] / loopback["floor"]["p99_ms"],
         "throughput_ratio_c64": calls["throughput"]["ratio"],
@@ -161,6 +165,10 @@ def _shown(value: float | None) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _shown_ns(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ns"
+
+
 def table(results: dict[str, Any], summary: dict[str, Any]) -> str:
     calls, storm, cold, memory = results["calls"], results["storm"], results["cold_start"], results["memory"]
     loopback, model = calls["loopback"], calls["network"][MODEL_RTT_MS]
@@ -206,6 +214,7 @@ def table(results: dict[str, Any], summary: dict[str, Any]) -> str:
                      f"{r['added_p50_ms']:.2f} ms", f"{m['naive']['p50_ms']:.2f} ms",
                      f"{r['naive_latency_ratio']:.2f}", f"{r['naive_cpu_ratio']:.2f}"))
     lines += _columns(rows)
+    floor_count = "" if not counted else f" / {per_call(found['dropped'], 'floor') / 1000:,.0f}k instructions"
     lines += ["", "For reference, no targets (loopback: the stand-in's own time dominates):", ""]
     lines += _columns([
         ("measure", "value", "detail"),
@@ -215,6 +224,8 @@ def table(results: dict[str, Any], summary: dict[str, Any]) -> str:
          f"{loopback['app']['p99_ms']:.2f} / {loopback['floor']['p99_ms']:.2f} ms"),
         ("throughput at c=64, app / floor", f"{ref['throughput_ratio_c64']:.2f}",
          f"{calls['throughput']['app']['median_rps']:.0f} / {calls['throughput']['floor']['median_rps']:.0f} calls/s"),
+        ("the machine's speed: floor CPU per floor instruction", _shown_ns(ref["floor_ns_per_instruction"]),
+         f"{loopback['floor']['cpu_us']:.0f} µs per loopback call" + floor_count),
     ])
     lines += ["", "Cold start, import cost per layer (best of runs; the first includes interpreter start):", ""]
     lines += _columns([("layer", "ms"), *((name, f"{ms:.0f}") for name, ms in cold["layers_ms"].items())])

@@ -2,11 +2,12 @@
 
 `CallDeadlinePolicy` (first in the pipeline, outside the retries) bounds the call:
 retries, their waits, a token fetch and a 401 renewal included. `AttemptDeadlinePolicy`
-(inside the retries) bounds each send from the request to the last byte of the answer;
-the transport's read timeout applies to each read, so a body that trickles in a byte
-at a time never trips it. A send past its deadline is a read timeout for azure-core's
-retry policy (retried for reads while the budget lasts, not for writes); a call past
-its budget is a timeout, never retried.
+(inside the retries) bounds each send from the request to the last byte of the answer,
+a new connection's set-up included. The transport sets no per-read timeout: it would be
+re-armed on every chunk, and a body that trickles in a byte at a time would never trip
+it (its connect timeout still bounds connecting). A send past its deadline is a read
+timeout for azure-core's retry policy (retried for reads while the budget lasts, not
+for writes); a call past its budget is a timeout, never retried.
 
 Not two `asyncio.timeout()`s: they arm, cancel and discard two timers per call, which
 measured (benchmarks/) as much as a quarter of the pipeline's own steps. Here one timer

@@ -62,7 +62,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     _on_stop_signals(stop.set)  # before start(): a SIGTERM during startup still stops cleanly
     stack = DevStack(config=config, state_dir=args.state_dir, ports=ports, run_schedules=True, tls=args.tls)
     try:
-        network_model(stack.state).update({"rtt_ms": args.rtt_ms, "connection_ms": args.connection_ms})
+        network_model(stack.state).configure({"rtt_ms": args.rtt_ms, "connection_ms": args.connection_ms})
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:

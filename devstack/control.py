@@ -11,7 +11,7 @@ from devstack import logicapp
 from devstack.backend import received_requests
 from devstack.faults import SERVICES, Fault, FaultSpecError
 from devstack.identity.platform import UnknownRole
-from devstack.network import add_control_routes
+from devstack.network import add_control_routes, network_model
 from devstack.state import StackState
 
 STATE = web.AppKey("state", StackState)
@@ -56,8 +56,8 @@ async def clear_faults(request: web.Request) -> web.Response:
 
 async def reset(request: web.Request) -> web.Response:
     """Forget counters, telemetry, recorded backend requests, workflow runs and faults, restore
-    the configured app role assignments and empty the platform's token cache (not the inventory
-    backend's stock levels)."""
+    the configured app role assignments and network model and empty the platform's token cache
+    (not the inventory backend's stock levels)."""
     state = request.app[STATE]
     state.roles.reset()
     state.platform.roll_over()
@@ -66,6 +66,7 @@ async def reset(request: web.Request) -> web.Response:
     received_requests(state).clear()
     logicapp.forget_runs(state)
     state.faults.clear()
+    network_model(state).reset()
     return web.Response(status=204)
 
 

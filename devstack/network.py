@@ -9,6 +9,8 @@ client waits for: two round trips for TCP and TLS 1.3). Set it with
 `PUT {control_url}/network {"rtt_ms": 10, "connection_ms": 20}` or
 `python -m devstack up --rtt-ms 10 --connection-ms 20`.
 
+`POST {control_url}/reset` goes back to the model the stack was started with.
+
 Counted in `/stats` under `apim`: `connections` (new connections that sent a
 request) and `tls_handshakes` (those of them over TLS).
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -32,6 +34,7 @@ _KEY = "network"
 class NetworkModel:
     rtt_ms: float = 0.0
     connection_ms: float = 0.0
+    configured: tuple[float, float] = (0.0, 0.0)  # what `configure` set (the command line): POST /reset's values
 
     def update(self, document: Any) -> None:
         if not isinstance(document, dict) or not set(document) <= {"rtt_ms", "connection_ms"}:
@@ -41,6 +44,17 @@ class NetworkModel:
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 10_000:
                 raise ValueError(f"{name} must be a number of milliseconds from 0 to 10000")
         self.rtt_ms, self.connection_ms = float(values["rtt_ms"]), float(values["connection_ms"])
+
+    def configure(self, document: Any) -> None:
+        """Set the model and remember it as the stack's own, which `reset` goes back to."""
+        self.update(document)
+        self.configured = (self.rtt_ms, self.connection_ms)
+
+    def reset(self) -> None:
+        self.rtt_ms, self.connection_ms = self.configured
+
+    def document(self) -> dict[str, float]:
+        return {"rtt_ms": self.rtt_ms, "connection_ms": self.connection_ms}
 
 
 def network_model(state: StackState) -> NetworkModel:
@@ -73,7 +87,7 @@ def network_middleware(state: StackState) -> Any:
 
 def add_control_routes(app: web.Application, state: StackState) -> None:
     async def get_network(request: web.Request) -> web.Response:
-        return web.json_response(asdict(network_model(state)))
+        return web.json_response(network_model(state).document())
 
     async def put_network(request: web.Request) -> web.Response:
         model = network_model(state)
@@ -81,7 +95,7 @@ def add_control_routes(app: web.Application, state: StackState) -> None:
             model.update(await request.json())
         except (json.JSONDecodeError, ValueError) as exc:
             return web.json_response({"error": f"bad network model: {exc}"}, status=400)
-        return web.json_response(asdict(model))
+        return web.json_response(model.document())
 
     app.router.add_get("/network", get_network)
     app.router.add_put("/network", put_network)

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from devstack import DevStack
+from devstack.network import NetworkModel
 from tests.plugin import Control
 
 
@@ -80,3 +81,20 @@ def test_a_bad_model_is_refused_with_400_and_changes_nothing(tls_stack, tls_cont
 
 def test_without_tls_apim_is_plain_http(endpoints):
     assert endpoints["apim_base_url"].startswith("http://")
+
+
+def test_reset_goes_back_to_the_model_the_stack_started_with(tls_control):
+    tls_control._call("PUT", "/network", {"rtt_ms": 40, "connection_ms": 80})
+    tls_control.reset()
+    assert tls_control._call("GET", "/network") == {"rtt_ms": 0.0, "connection_ms": 0.0}
+
+
+def test_a_configured_model_is_what_reset_restores():
+    model = NetworkModel()
+    model.configure({"rtt_ms": 10, "connection_ms": 20})  # as `devstack up --rtt-ms 10 --connection-ms 20` does
+    model.update({"rtt_ms": 0})
+    model.reset()
+    assert model.document() == {"rtt_ms": 10.0, "connection_ms": 20.0}
+    with pytest.raises(ValueError):
+        model.configure({"rtt_ms": -1})
+    assert model.document() == {"rtt_ms": 10.0, "connection_ms": 20.0}

@@ -12,14 +12,15 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, TypeVar
 
 from benchmarks.stack import ROOT, pinned_to
 
 CHILD_TIMEOUT_SECONDS = 600
+T = TypeVar("T")
 
 
 class ChildError(RuntimeError):
@@ -44,32 +45,51 @@ def run_child(module: str, endpoints_file: Path, cpus: Collection[int] | None, e
 def run_children(children: Sequence[Child], endpoints_file: Path, cpus: Collection[int] | None,
                  env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Several children at once (for counts, which do not depend on timing); their results in order."""
+    return run_children_while(children, endpoints_file, cpus, env, meanwhile=lambda: None)[0]
+
+
+def run_children_while(children: Sequence[Child], endpoints_file: Path, cpus: Collection[int] | None,
+                       env: Mapping[str, str] | None, meanwhile: Callable[[], T]) -> tuple[list[dict[str, Any]], T]:
+    """`children` started at once, `meanwhile()` run in this process while they run; both results.
+
+    Should `meanwhile` fail, the children are stopped before its error goes on.
+    """
     with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
         running = []
-        for number, child in enumerate(children):
-            result_file = Path(scratch) / f"result-{number}.json"
-            log = open(Path(scratch) / f"output-{number}.txt", "w+", encoding="utf-8")  # noqa: SIM115 - closed below
-            command = [*child.prefix, sys.executable, "-m", child.module, "--endpoints", str(endpoints_file),
-                       "--result", str(result_file), "--options", json.dumps(child.options)]
-            process = subprocess.Popen(command, cwd=ROOT, env=dict(env) if env is not None else None, stdout=log,
-                                       stderr=subprocess.STDOUT, text=True,
-                                       preexec_fn=pinned_to(cpus))  # the parent has no threads
-            running.append((child, process, log, result_file))
-        results = []
-        for child, process, log, result_file in running:
-            try:
-                returncode = process.wait(timeout=CHILD_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
+        try:
+            for number, child in enumerate(children):
+                result_file = Path(scratch) / f"result-{number}.json"
+                log = open(Path(scratch) / f"output-{number}.txt", "w+", encoding="utf-8")  # noqa: SIM115 - closed below
+                command = [*child.prefix, sys.executable, "-m", child.module, "--endpoints", str(endpoints_file),
+                           "--result", str(result_file), "--options", json.dumps(child.options)]
+                process = subprocess.Popen(command, cwd=ROOT, env=dict(env) if env is not None else None,
+                                           stdout=log, stderr=subprocess.STDOUT, text=True,
+                                           preexec_fn=pinned_to(cpus))  # the parent has no threads
+                running.append((child, process, log, result_file))
+            done = meanwhile()
+        except BaseException:
+            for _, process, log, _ in running:
                 process.kill()
-                returncode = process.wait()
-            log.seek(0)
-            output = log.read()
-            log.close()
-            if returncode != 0 or not result_file.exists():
-                tail = "\n".join(output.splitlines()[-30:])
-                raise ChildError(f"{child.module} failed with exit status {returncode}:\n{tail}")
-            results.append(json.loads(result_file.read_text(encoding="utf-8")))
-        return results
+                process.wait()
+                log.close()
+            raise
+        return [_result(*started) for started in running], done
+
+
+def _result(child: Child, process: subprocess.Popen[str], log: TextIO, result_file: Path) -> dict[str, Any]:
+    try:
+        returncode = process.wait(timeout=CHILD_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        returncode = process.wait()
+    log.seek(0)
+    output = log.read()
+    log.close()
+    if returncode != 0 or not result_file.exists():
+        tail = "\n".join(output.splitlines()[-30:])
+        raise ChildError(f"{child.module} failed with exit status {returncode}:\n{tail}")
+    result: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
+    return result
 
 
 def child_arguments(description: str) -> tuple[dict[str, Any], dict[str, Any], Path]:

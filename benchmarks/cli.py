@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import callgrind, coldstart, host, report
-from benchmarks.child import Child, ChildError, run_child, run_children
+from benchmarks.child import Child, ChildError, run_child, run_children_while
 from benchmarks.stack import StackError, StackProcess
 
 # How much of each measurement a run does. `quick` fits in a minute on two cores; the full run
@@ -37,7 +37,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "instructions": {"calls": 40},
         "calls": {"steady_calls": 200, "loopback_rounds": 400, "network": {"2": 40, "10": 100, "30": 12},
                   "throughput_rounds": 6, "throughput_calls": 150},
-        "cold_start_samples": 5,
+        "cold_start_samples": 4,
         "memory": {"first": 1000, "invocations": 10_000},
     },
     "full": {
@@ -120,10 +120,10 @@ def run(profile: dict[str, Any], cpus: dict[str, list[int] | None]) -> dict[str,
 
 
 def counts(profile: dict[str, Any], endpoints_file: Path, env: dict[str, str], scratch: Path) -> dict[str, Any]:
-    """Instructions (callgrind, when it can run here) and memory: children run side by side."""
-    children = [Child("benchmarks.memory", {"kind": "app", **profile["memory"]})]
+    """Instructions (callgrind, when it can run here) and memory: side by side, as neither depends on timing."""
     regimes = ("dropped", "every")  # most traces dropped, every trace kept
     unavailable = callgrind.available()
+    children = []
     if unavailable:
         print(f"benchmarks: {unavailable}: no instruction counts", file=sys.stderr)
     else:
@@ -131,16 +131,21 @@ def counts(profile: dict[str, Any], endpoints_file: Path, env: dict[str, str], s
             (scratch / regime).mkdir()
             children.append(Child("benchmarks.instructions", {"telemetry": regime, **profile["instructions"]},
                                   prefix=callgrind.command(scratch / regime)))
-    app_memory, *counted = run_children(children, endpoints_file, None, env)
-    # The floor imports what the app had loaded when its memory was read (known only now).
-    loaded_file = scratch / "memory-modules.json"
-    loaded_file.write_text(json.dumps(app_memory.pop("modules")), encoding="utf-8")
-    floor_memory = run_child("benchmarks.memory", endpoints_file, None, env, kind="floor",
-                             modules_file=str(loaded_file), **profile["memory"])
+
+    def memory() -> dict[str, Any]:
+        app = run_child("benchmarks.memory", endpoints_file, None, env, kind="app", **profile["memory"])
+        # The floor imports what the app had loaded when its memory was read (known only now).
+        loaded_file = scratch / "memory-modules.json"
+        loaded_file.write_text(json.dumps(app.pop("modules")), encoding="utf-8")
+        floor = run_child("benchmarks.memory", endpoints_file, None, env, kind="floor",
+                          modules_file=str(loaded_file), **profile["memory"])
+        return {"app": app, "floor": floor}
+
+    counted, found_memory = run_children_while(children, endpoints_file, None, env, meanwhile=memory)
     found: dict[str, Any] = {"unavailable": unavailable} if unavailable else {
         regime: {**result, "totals": callgrind.totals(scratch / regime)}
         for regime, result in zip(regimes, counted, strict=True)}
-    return {"memory": {"app": app_memory, "floor": floor_memory}, "instructions": found}
+    return {"memory": found_memory, "instructions": found}
 
 
 def machine() -> dict[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -34,7 +34,11 @@ _KEY = "network"
 class NetworkModel:
     rtt_ms: float = 0.0
     connection_ms: float = 0.0
-    configured: tuple[float, float] = (0.0, 0.0)  # what `configure` set (the command line): POST /reset's values
+    # What the stack was started with (`configure`, from the command line): the values POST /reset restores.
+    configured: tuple[float, float] = field(default=(0.0, 0.0), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.configured = (self.rtt_ms, self.connection_ms)
 
     def update(self, document: Any) -> None:
         if not isinstance(document, dict) or not set(document) <= {"rtt_ms", "connection_ms"}:

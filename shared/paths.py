@@ -27,7 +27,7 @@ MAX_PATH_LENGTH = 2048
 # A path the checks below would pass unchanged: segments of characters that need no encoding, none of them
 # empty, '.' or '..' (or '..;x'), and no ':' in the first. Most calls are such a path; they skip the
 # segment-by-segment checks and quote(), which cost more than the rest of the URL's handling (benchmarks/).
-_SEGMENT = r"(?!\.\.?(?:[;/]|\Z))[A-Za-z0-9_.~!$&'()*+,;=:@-]+"
+_SEGMENT = rf"(?!\.\.?(?:[;/]|\Z))[A-Za-z0-9{re.escape(_SEGMENT_SAFE)}]+"
 _PLAIN_PATH = re.compile(rf"(?![^/]*:){_SEGMENT}(?:/{_SEGMENT})*")
 
 

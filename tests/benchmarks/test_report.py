@@ -104,3 +104,20 @@ def test_modelled_figures_are_labelled_as_a_model():
 
     assert "model: TLS + 10 ms RTT" in text
     assert "Modelled network (a model" in text
+
+
+def test_the_speed_is_the_added_cpu_over_the_added_instructions():
+    summary = report.summarize(RESULTS)
+
+    assert summary["reference"]["added_ns_per_instruction"] == 120.0 * 1000 / 450_000
+    assert "0.27 ns" in report.table(RESULTS, summary)
+
+
+def test_no_added_instructions_leaves_the_speed_unknown_rather_than_failing():
+    results = copy.deepcopy(RESULTS)
+    results["instructions"]["dropped"] = _regime(app=450_000, floor=450_000)
+
+    summary = report.summarize(results)
+
+    assert summary["reference"]["added_ns_per_instruction"] is None
+    assert "n/a" in report.table(results, summary)

@@ -98,3 +98,7 @@ def test_a_configured_model_is_what_reset_restores():
     with pytest.raises(ValueError):
         model.configure({"rtt_ms": -1})
     assert model.document() == {"rtt_ms": 10.0, "connection_ms": 20.0}
+    built = NetworkModel(rtt_ms=5, connection_ms=7)  # built with values: those are what it resets to
+    built.update({"rtt_ms": 0, "connection_ms": 0})
+    built.reset()
+    assert built.document() == {"rtt_ms": 5.0, "connection_ms": 7.0}

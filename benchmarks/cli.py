@@ -35,8 +35,8 @@ from benchmarks.stack import StackError, StackProcess
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "instructions": {"calls": 40},
-        "calls": {"steady_calls": 200, "loopback_rounds": 400, "network": {"2": 40, "10": 100, "30": 12},
-                  "throughput_rounds": 6, "throughput_calls": 150},
+        "calls": {"steady_calls": 200, "loopback_rounds": 300, "network": {"2": 40, "10": 80, "30": 8},
+                  "throughput_rounds": 4, "throughput_calls": 150},
         "cold_start_samples": 4,
         "memory": {"first": 1000, "invocations": 10_000},
     },

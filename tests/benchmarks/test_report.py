@@ -41,7 +41,8 @@ RESULTS: dict[str, Any] = {
                "floor": {"statuses": {"200": 10}, "rss_after_first_mb": 80.0}},
     "cold_start": {"ratio": 1.02, "app_answered_ms": 510, "floor_answered_ms": 500, "app_own_ms": 10, "samples": 3,
                    "app_cpu_ms": 400, "floor_cpu_ms": 392,
-                   "app_after_dependencies_cpu_ms": 30, "floor_after_dependencies_cpu_ms": 20, "network_events_during_import": 0, "statuses": [200],
+                   "app_after_dependencies_cpu_ms": 30, "floor_after_dependencies_cpu_ms": 20,
+                   "network_events_during_import": 0, "statuses": [200],
                    "layers_ms": {"aiohttp": 100.0}},
 }
 

@@ -256,7 +256,7 @@ class ApimClient:
             WriteSafeRetryPolicy(retry_total=3, retry_backoff_factor=0.5, retry_backoff_max=8,
                                  timeout=self.timeouts.total, max_retry_after=self.timeouts.max_retry_after),
             ApimAuthorizationPolicy(source, self.settings.name("APIM_BASE_URL"), headers),
-            AttemptDeadlinePolicy(self.timeouts.read),
+            AttemptDeadlinePolicy(),
             DebugLoggingPolicy(),
             DependencySpanPolicy(self.settings.apim_base_url, telemetry.tracer),
         ]

@@ -111,16 +111,12 @@ class CallDeadlinePolicy(AsyncHTTPPolicy[Any, Any]):
 
 
 class AttemptDeadlinePolicy(AsyncHTTPPolicy[Any, Any]):
-    """Bounds each send at the attempt limit of the call's CallDeadline (or at `seconds` without one)."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = seconds
+    """Bounds each send at the attempt limit of the call's CallDeadline, which CallDeadlinePolicy put in context."""
 
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         deadline: CallDeadline | None = request.context.get(CONTEXT_KEY)
         if deadline is None:
-            return await self._send_alone(request)
+            raise RuntimeError("AttemptDeadlinePolicy needs CallDeadlinePolicy before it, outside the retries")
         deadline.start_attempt()
         try:
             return await self.next.send(request)
@@ -130,10 +126,3 @@ class AttemptDeadlinePolicy(AsyncHTTPPolicy[Any, Any]):
         finally:
             deadline.end_attempt()
         raise ServiceResponseTimeoutError("No complete answer within the read timeout.")
-
-    async def _send_alone(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
-        try:
-            async with asyncio.timeout(self.seconds):
-                return await self.next.send(request)
-        except TimeoutError:
-            raise ServiceResponseTimeoutError("No complete answer within the read timeout.") from None

@@ -39,7 +39,7 @@ def pipeline(transport: SlowTransport, *, budget: float, attempt: float, retries
     return AsyncPipeline(transport=transport, policies=[
         CallDeadlinePolicy(budget, attempt),
         AsyncRetryPolicy(retry_total=retries, retry_backoff_factor=0, timeout=budget),
-        AttemptDeadlinePolicy(attempt)])
+        AttemptDeadlinePolicy()])
 
 
 async def run(transport: SlowTransport, **limits: float) -> Any:

@@ -37,7 +37,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "instructions": {"calls": 40},
         "calls": {"steady_calls": 200, "loopback_rounds": 300, "network": {"2": 40, "10": 80, "30": 8},
                   "throughput_rounds": 4, "throughput_calls": 150},
-        "cold_start_samples": 4,
+        "cold_start_samples": 3,
         "memory": {"first": 1000, "invocations": 10_000},
     },
     "full": {

@@ -25,6 +25,7 @@ from typing import Any
 
 from benchmarks import host
 from benchmarks.child import child_arguments, write_result
+from benchmarks.coldstart import own_module
 from benchmarks.floor import Floor
 from benchmarks.measure import concurrent
 
@@ -81,10 +82,6 @@ async def app(endpoints: dict[str, Any], options: dict[str, Any]) -> dict[str, A
     return {"first": options["first"], "invocations": options["invocations"], "rss_after_first_mb": after_first,
             "rss_after_more_mb": after_more, "rss_growth_mb": after_more - after_first, "statuses": statuses,
             "modules": loaded}
-
-
-def own_module(name: str) -> bool:
-    return name in ("function_app", "shared") or name.startswith("shared.")
 
 
 def import_modules(modules_file: str) -> None:

@@ -15,6 +15,7 @@ arrived and how often, for example that a POST was not sent twice.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -80,6 +81,13 @@ def _token_claims(authorization: str) -> dict[str, Any] | None:
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         return None
+    named = _named_by(token)
+    return None if named is None else dict(named)  # a copy: each entry is its own
+
+
+# Remembered: the same token arrives on every call, and PyJWT's decoding is slow (devstack.apim.jwt_validation).
+@functools.lru_cache(maxsize=256)
+def _named_by(token: str) -> dict[str, Any] | None:
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:

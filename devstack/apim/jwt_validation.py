@@ -10,6 +10,7 @@ policy says require-signed-tokens="false".
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -29,6 +30,15 @@ log = logging.getLogger(__name__)
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS512", "PS256")
 SYMMETRIC_ALGORITHMS = ("HS256", "HS384", "HS512")
+# PyJWT checks each segment of a token character by character in Python (0.2 ms a token on a slow
+# machine), and the stack checks the same few tokens on every call: at API and operation scope, then
+# again as the sample backend. Parsing and signature checks depend on the token and the key alone, so
+# their results are remembered, this many of each; a failure is never remembered (lru_cache keeps no
+# exceptions). Lifetime, issuer, audience and claims are checked on every call.
+_REMEMBERED = 256
+
+# A verification key as the memo holds it: an RSA key's (n, e) in Base64url, or a symmetric key's bytes.
+KeyMaterial = tuple[str, str] | bytes
 
 
 class TokenRejected(Exception):
@@ -100,7 +110,7 @@ def extract_token(check: TokenCheck, rules: TokenRules, headers: Mapping[str, st
 async def validate(token: str, rules: TokenRules, keys: MetadataSource, *, now: float | None = None) -> Jwt:
     """Check `token` against `rules`; return it as APIM's `Jwt`, or raise TokenRejected."""
     try:
-        header = jwt.get_unverified_header(token)
+        header = dict(_unverified_header(token))  # a copy: the memo's own is never handed out
     except jwt.PyJWTError:
         raise TokenRejected("JwtInvalid", "Invalid JWT.") from None
     algorithm = header.get("alg")
@@ -132,16 +142,17 @@ async def _verified_claims(token: str, header: Mapping[str, Any], algorithm: str
                             f"Signature validation failed. Unable to match key: kid: '{kid}'. Access denied.")
     for key in candidates:
         try:
-            decoded = jwt.api_jws.decode_complete(token, key=key, algorithms=[algorithm])
+            payload = _signed_payload(token, algorithm, key)
         except jwt.InvalidSignatureError:
             continue
         except jwt.PyJWTError:
             raise TokenRejected("JwtInvalid", "Invalid JWT.") from None
-        return _payload(decoded["payload"])
+        return _payload(payload)
     raise TokenRejected("TokenSignatureInvalid", "Signature validation failed. Access denied.")
 
 
-async def _candidate_keys(algorithm: str, kid: str | None, rules: TokenRules, keys: MetadataSource) -> list[Any]:
+async def _candidate_keys(algorithm: str, kid: str | None, rules: TokenRules,
+                          keys: MetadataSource) -> list[KeyMaterial]:
     def wanted(key_id: object) -> bool:
         return kid is None or key_id is None or key_id == kid
 
@@ -149,7 +160,7 @@ async def _candidate_keys(algorithm: str, kid: str | None, rules: TokenRules, ke
         return [k.secret for k in rules.signing_keys if k.secret and wanted(k.kid)]
     if algorithm not in ASYMMETRIC_ALGORITHMS:
         raise TokenRejected("JwtInvalid", f"Signing algorithm '{algorithm}' is not supported. Access denied.")
-    jwks: list[Mapping[str, Any]] = [{"kty": "RSA", "n": k.n, "e": k.e} for k in rules.signing_keys
+    jwks: list[Mapping[str, Any]] = [{"n": k.n, "e": k.e} for k in rules.signing_keys
                                      if k.n and k.e and wanted(k.kid)]
     for url in rules.metadata_urls:
         try:
@@ -162,13 +173,37 @@ async def _candidate_keys(algorithm: str, kid: str | None, rules: TokenRules, ke
             log.warning("cannot get signing keys from %s: %s", url, exc)
             continue
         jwks.extend(k for k in matching if k.get("kty") == "RSA" and k.get("use", "sig") == "sig")
-    candidates = []
+    candidates: list[KeyMaterial] = []
     for jwk in jwks:
+        n, e = jwk.get("n"), jwk.get("e")
         try:
-            candidates.append(RSAAlgorithm.from_jwk(dict(jwk)))
+            if not isinstance(n, str) or not isinstance(e, str):
+                raise ValueError("n and e must be strings")
+            _rsa_key(n, e)
         except (jwt.InvalidKeyError, ValueError, TypeError):
             log.warning("ignoring an unreadable signing key (kid %s)", jwk.get("kid"))
+            continue
+        candidates.append((n, e))
     return candidates
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _unverified_header(token: str) -> dict[str, Any]:
+    return jwt.get_unverified_header(token)
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _rsa_key(n: str, e: str) -> Any:
+    """The public key of a JWK's modulus and exponent (any other member of the JWK is not the key's)."""
+    return RSAAlgorithm.from_jwk({"kty": "RSA", "n": n, "e": e})
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _signed_payload(token: str, algorithm: str, key: KeyMaterial) -> bytes:
+    """The payload of `token` when `key` verifies its signature by `algorithm`; else PyJWT's error."""
+    verifier = key if isinstance(key, bytes) else _rsa_key(*key)
+    payload: bytes = jwt.api_jws.decode_complete(token, key=verifier, algorithms=[algorithm])["payload"]
+    return payload
 
 
 def _payload(raw: bytes) -> dict[str, Any]:

@@ -529,6 +529,43 @@ async def test_unsigned_tokens_only_pass_when_the_policy_allows_them(issuer, key
     await validate(unsigned, TokenRules(require_signed_tokens=False), keys)
 
 
+
+async def test_a_token_checked_before_is_checked_in_full_again(issuer, keys):
+    """Parsing and signatures are remembered; lifetime, audience and keys are checked on every call."""
+    token = issuer.sign(_claims(issuer))
+    rules = TokenRules(metadata_urls=("entra",))
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    await validate(token, rules, keys)
+    with pytest.raises(TokenRejected) as expired:
+        await validate(token, rules, keys, now=expires + 1)
+    assert expired.value.reason == "TokenExpired"
+    with pytest.raises(TokenRejected) as audience:
+        await validate(token, TokenRules(metadata_urls=("entra",), audiences=("api://another",)), keys)
+    assert audience.value.reason == "TokenAudienceNotAllowed"
+    header, payload, signature = token.split(".")
+    tampered = f"{header}.{payload}.{signature[:-8]}{'A' * 8 if signature[-8:] != 'A' * 8 else 'B' * 8}"
+    with pytest.raises(TokenRejected) as forged:
+        await validate(tampered, rules, keys)
+    assert forged.value.reason in ("TokenSignatureInvalid", "JwtInvalid")
+    await validate(token, rules, keys)
+
+
+async def test_a_remembered_token_fails_once_its_key_is_no_longer_published(issuer, keys):
+    token = issuer.sign(_claims(issuer))
+    await validate(token, TokenRules(metadata_urls=("entra",)), keys)
+    kid = jwt.get_unverified_header(token)["kid"]
+    other = TokenIssuer(issuer.config).jwks()["keys"][0]  # another key, published under the same kid
+    tenant = issuer.config.tenant_id
+    rolled = StaticMetadataSource({"entra": OpenIdMetadata(issuer=v2_issuer(tenant), keys=({**other, "kid": kid},))})
+    with pytest.raises(TokenRejected) as rejected:
+        await validate(token, TokenRules(metadata_urls=("entra",)), rolled)
+    assert rejected.value.reason == "TokenSignatureInvalid"
+    gone = StaticMetadataSource({"entra": OpenIdMetadata(issuer=v2_issuer(tenant), keys=())})
+    with pytest.raises(TokenRejected) as missing:
+        await validate(token, TokenRules(metadata_urls=("entra",)), gone)
+    assert missing.value.reason == "TokenSignatureKeyNotFound"
+
+
 # --- control flow and responses, run (the sample backend's policy uses all of them) --------------
 
 CONTROL_FLOW = """<policies>

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import telemetry
 from .apim import ApimClient, Timeouts
 from .credentials import IDENTITY_CONNECTION_TIMEOUT, IDENTITY_READ_TIMEOUT, create_credential
 from .errors import ConfigurationError
@@ -90,6 +91,7 @@ def get_runtime(connection: str | None = None) -> Runtime:
         settings = settings_or_error(key)
         if isinstance(settings, ConfigurationError):
             raise settings.with_traceback(None)  # the same object every time: don't let tracebacks pile up
+        telemetry.configure()  # first: the pipelines take the tracer it settles on
         runtime = _runtimes[key] = build_runtime(settings, _timeouts)
         # After the credentials imported their modules; one filter for every connection's key.
         redact_library_logs(secrets=[r.settings.subscription_key for r in _runtimes.values()])

@@ -13,7 +13,8 @@ Names (documented in the README, used in KQL):
 
 Telemetry is configured once per process, and only when nothing else has: by the
 Functions worker (PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY), by the host app's own
-set-up, else by `configure()` when APPLICATIONINSIGHTS_CONNECTION_STRING is set.
+set-up, else by `configure()` when APPLICATIONINSIGHTS_CONNECTION_STRING is set. The
+distro's default set-up (the worker's or ours) is tuned to cost less for the same items.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ PACKAGE_LOGGER = __package__ or __name__.rpartition(".")[0]
 def configure(environ: Mapping[str, str] | None = None) -> str:
     """Set up export once per process, unless something else has; returns who exports.
 
-    "worker": the Functions worker's switch is on, so the worker configured Azure Monitor.
+    "worker": the Functions worker's switch is on, so the worker configured Azure Monitor (we tune it).
     "existing": OpenTelemetry was already set up in this process (the host app's own
     `configure_azure_monitor()`, say): our spans and metrics use it, we configure nothing.
     "app": we configured Azure Monitor. "off": no APPLICATIONINSIGHTS_CONNECTION_STRING.
@@ -105,6 +106,7 @@ def already_configured() -> bool:
 def _configure(env: Mapping[str, str]) -> str:
     global _problem
     if worker_exports(env):
+        _tune_default_set_up()
         return "worker"
     if already_configured():
         return "existing"
@@ -141,6 +143,21 @@ def _configure_azure_monitor(env: Mapping[str, str]) -> None:
     # The exporter reads APPLICATIONINSIGHTS_AUTHENTICATION_STRING itself (Entra-authenticated ingestion).
     configure_azure_monitor(logger_name=PACKAGE_LOGGER, enable_live_metrics=live_metrics_enabled(env),
                             instrumentation_options=absent_instrumentations())
+    _tune_default_set_up()
+
+
+# The exporter's `_OTELRESOURCE_` metric: one more item in every trace export (a billed customMetrics
+# row every few seconds per instance) carrying the resource attributes that each item's cloud role tags
+# already carry; Java's exporter sends it on AKS only. An explicit app setting wins.
+RESOURCE_METRIC_SWITCH = "APPLICATIONINSIGHTS_OPENTELEMETRY_RESOURCE_METRIC_DISABLED"
+
+
+def _tune_default_set_up() -> None:
+    """The distro's default set-up, ours or the worker's, made cheaper without changing what App Insights gets.
+
+    Not for a set-up of the host app's own ("existing"): that one is theirs to tune.
+    """
+    os.environ.setdefault(RESOURCE_METRIC_SWITCH, "true")  # the exporter reads it at every export
     _use_faster_sampler(trace.get_tracer_provider())
 
 
@@ -161,13 +178,16 @@ def absent_instrumentations() -> dict[str, dict[str, bool]]:
 def _use_faster_sampler(provider: Any) -> None:
     """The distro's default sampler, same decisions, for less per span (shared.sampling); before any span of ours.
 
-    Our tracer takes the provider's sampler when it makes its first span, after this.
+    A tracer keeps the sampler it was made with, and the provider hands out the same tracer every
+    time: when the worker configured export before `function_app` was imported, ours is that old.
     """
     from . import sampling  # with the distro's own modules: imported only once it is configured
 
     sampler = getattr(provider, "sampler", None)
     if sampler is not None:
         provider.sampler = sampling.faster(sampler)
+        if getattr(tracer, "sampler", None) is sampler:
+            setattr(tracer, "sampler", provider.sampler)  # noqa: B010 - not on the API's Tracer type
 
 
 # --- ingestion refusing the app's telemetry ------------------------------------------------

@@ -235,6 +235,7 @@ async def test_telemetry_arrives_correlated_with_the_invocation(use_stack, contr
     metrics = {m["name"] for e in control.telemetry() if e["data"]["baseType"] == "MetricData"
                for m in e["data"]["baseData"]["metrics"]}
     assert {"apim.token.acquisitions", "apim.token.duration", "apim.call.duration"} <= metrics
+    assert "_OTELRESOURCE_" not in metrics  # the exporter's resource metric, one billed item per export: off
 
 
 async def test_no_secret_reaches_logs_responses_or_telemetry(use_stack, control, endpoints, caplog, backoff):

@@ -112,3 +112,44 @@ def test_the_app_set_up_uses_the_faster_default_sampler_and_skips_instrumentatio
     assert (report["sampler"], report["wrapped"]) == ("FasterRateLimitedSampler", "RateLimitedSampler")
     assert not report["django_installed"] and "django" in report["absent"]  # not installed here: off up front
     assert "requests" not in report["absent"] and report["requests_instrumented"]  # installed: the distro's call
+
+
+WORKER_SET_UP = """
+    from azure.monitor.opentelemetry import configure_azure_monitor
+    configure_azure_monitor(logger_name="shared", enable_live_metrics=False)  # as the worker does, before the import
+"""
+TUNING = """
+    import json, os
+    from opentelemetry import trace
+    from shared import sampling, telemetry
+    decided = []  # spans of ours that the faster sampler decided
+    faster = sampling.FasterRateLimitedSampler.should_sample
+    sampling.FasterRateLimitedSampler.should_sample = lambda self, *a, **k: decided.append(1) or faster(self, *a, **k)
+    mode = telemetry.configure()
+    telemetry.tracer.start_span("probe").end()
+    print(json.dumps({"mode": mode, "provider_sampler": type(trace.get_tracer_provider().sampler).__name__,
+                      "faster_decided": len(decided),
+                      "resource_metric_off": os.environ.get(telemetry.RESOURCE_METRIC_SWITCH)}))
+"""
+
+
+def test_the_workers_default_set_up_gets_the_faster_sampler_and_no_resource_metric():
+    report = run(WORKER_SET_UP, TUNING, PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY="true",
+                 OTEL_TRACES_SAMPLER="microsoft.rate_limited")
+    assert report["mode"] == "worker"
+    # Our tracer was made at import, from the worker's provider: it is made again with the faster sampler.
+    assert (report["provider_sampler"], report["faster_decided"]) == ("FasterRateLimitedSampler", 1)
+    assert report["resource_metric_off"] == "true"
+
+
+def test_a_host_apps_own_set_up_is_left_as_it_is():
+    report = run(WORKER_SET_UP, TUNING, OTEL_TRACES_SAMPLER="microsoft.rate_limited")
+    assert report["mode"] == "existing"
+    assert (report["provider_sampler"], report["faster_decided"]) == ("RateLimitedSampler", 0)
+    assert report["resource_metric_off"] is None
+
+
+def test_an_explicit_resource_metric_setting_wins():
+    report = run(TUNING, OTEL_TRACES_SAMPLER="microsoft.rate_limited",
+                 APPLICATIONINSIGHTS_OPENTELEMETRY_RESOURCE_METRIC_DISABLED="false")
+    assert (report["mode"], report["resource_metric_off"]) == ("app", "false")

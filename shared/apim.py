@@ -19,14 +19,15 @@ typed errors here (`_transport_error`), the only place that calls aiohttp and az
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from azure.core.pipeline import AsyncPipeline, PipelineRequest, PipelineResponse
@@ -34,7 +35,8 @@ from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy, Http
 from azure.core.pipeline.transport import AioHttpTransport, HttpRequest
 
 from . import hints, telemetry
-from .deadline import AttemptDeadlinePolicy, CallDeadlinePolicy
+from .deadline import CONTEXT_KEY as DEADLINE_KEY
+from .deadline import AttemptDeadlinePolicy, CallDeadline, CallDeadlinePolicy
 from .errors import (
     AccessDenied,
     AppError,
@@ -51,7 +53,7 @@ from .errors import (
 from .paths import build_url
 from .redaction import redact_exact
 from .settings import Settings, is_loopback
-from .tokens import TokenSource, describe_token
+from .tokens import TokenSource, describe_token, no_token_in_time
 from .tracing import DependencySpanPolicy
 
 __all__ = ["ApimAuthorizationPolicy", "ApimClient", "ApimResponse", "DebugLoggingPolicy", "Timeouts",
@@ -77,6 +79,7 @@ PASSED_HEADERS = ("Location", "ETag", "Retry-After", "Cache-Control")
 _FIELD_VALUE = re.compile(r"[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?")
 # Where azure-core looks for a wait, in its order (the -ms ones in milliseconds).
 RETRY_AFTER_HEADERS = (("retry-after", 1.0), ("retry-after-ms", 0.001), ("x-ms-retry-after-ms", 0.001))
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -186,14 +189,14 @@ class ApimAuthorizationPolicy(AsyncHTTPPolicy[Any, Any]):
             # Settings validation stops this first; should it ever get here, it is configuration, not input.
             raise ConfigurationError([f"Refusing to send a bearer token over plain HTTP: {self.base_setting} must "
                                       "use https."])
-        token = await self.source.get()
+        token = await _in_time(request, self.source.get())
         # Set here, not by azure-core's HeadersPolicy: one pipeline step less per call (measured, benchmarks/).
         request.http_request.headers.update(self.headers)
         self._authorize(request, token.token)
         response = await self.next.send(request)
         if response.http_response.status_code == 401 and not hints.is_subscription_key_refusal(
                 response.http_response.body()):
-            fresh = await self.source.renew(token.token)
+            fresh = await _in_time(request, self.source.renew(token.token))
             if fresh is not None:
                 self._authorize(request, fresh.token)
                 response = await self.next.send(request)
@@ -202,6 +205,17 @@ class ApimAuthorizationPolicy(AsyncHTTPPolicy[Any, Any]):
     @staticmethod
     def _authorize(request: PipelineRequest[Any], token: str) -> None:
         request.http_request.headers["Authorization"] = f"Bearer {token}"
+
+
+async def _in_time(request: PipelineRequest[Any], waiting: Awaitable[_T]) -> _T:
+    """`waiting` for a token; the call's budget running out meanwhile is the token's delay, not APIM's."""
+    try:
+        return await waiting
+    except asyncio.CancelledError:
+        deadline: CallDeadline | None = request.context.get(DEADLINE_KEY)
+        if deadline is not None and deadline.claim("call"):
+            raise no_token_in_time("the call's time limit") from None
+        raise
 
 
 class DebugLoggingPolicy(AsyncHTTPPolicy[Any, Any]):

@@ -15,7 +15,7 @@ from .credentials import IDENTITY_CONNECTION_TIMEOUT, IDENTITY_READ_TIMEOUT, cre
 from .errors import ConfigurationError
 from .redaction import redact_library_logs
 from .settings import Settings, check_connection_name, load_settings
-from .tokens import TokenSource
+from .tokens import FETCH_TIMEOUT_SECONDS, TokenSource
 
 __all__ = ["Runtime", "RuntimeTimeouts", "build_runtime", "get_runtime", "reset_runtime", "settings_or_error",
            "use_timeouts"]
@@ -28,6 +28,7 @@ class RuntimeTimeouts:
     apim: Timeouts = field(default_factory=Timeouts)
     identity_connect: float = IDENTITY_CONNECTION_TIMEOUT
     identity_read: float = IDENTITY_READ_TIMEOUT
+    token_fetch: float = FETCH_TIMEOUT_SECONDS  # one whole fetch, retries and waits included
 
 
 @dataclass
@@ -52,7 +53,7 @@ def build_runtime(settings: Settings, timeouts: RuntimeTimeouts | None = None) -
         client_id: TokenSource(
             create_credential(client_id, settings.tenant_id, connection_timeout=timeouts.identity_connect,
                               read_timeout=timeouts.identity_read),
-            settings.scope, client_id=client_id, connection=settings.connection,
+            settings.scope, client_id=client_id, connection=settings.connection, fetch_timeout=timeouts.token_fetch,
             identity_setting=settings.identity_setting_for("GET" if client_id == settings.client_id_for("GET")
                                                            else "POST"))
         for client_id in settings.client_ids

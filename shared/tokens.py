@@ -35,8 +35,9 @@ from . import telemetry
 from .errors import AppError, ConnectionFailure, TokenError, connection_failure
 from .settings import setting_name
 
-__all__ = ["MIN_REMAINING_SECONDS", "REFRESH_MARGIN_SECONDS", "REFRESH_RETRY_SECONDS", "RENEW_INTERVAL_SECONDS",
-           "Renewal", "TokenSource", "describe_token", "token_error", "token_report"]
+__all__ = ["FETCH_TIMEOUT_SECONDS", "MIN_REMAINING_SECONDS", "REFRESH_MARGIN_SECONDS", "REFRESH_RETRY_SECONDS",
+           "RENEW_INTERVAL_SECONDS", "Renewal", "TokenSource", "describe_token", "no_token_in_time", "token_error",
+           "token_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ REFRESH_RETRY_SECONDS = 30
 # At most one renewal after a 401 per identity in this interval: a persistent 401 (wrong audience,
 # a policy that rejects the identity) must not cost a token request per invocation.
 RENEW_INTERVAL_SECONDS = 300
+# One fetch from the identity endpoint, azure-identity's retries and their waits included. azure-identity
+# waits out whatever Retry-After the endpoint sends (an hour, say), and every caller of the identity
+# would wait on that one fetch. Under the APIM call's 60 s budget, so that a call reports the token's failure.
+FETCH_TIMEOUT_SECONDS = 30.0
 
 TIME_CLAIMS = ("exp", "nbf", "iat")  # seconds since the epoch (RFC 7519 NumericDate)
 NON_SECRET_CLAIMS = ("aud", "iss", "tid", "roles", "appid", "azp", "oid", "idtyp", "ver", "exp", "nbf", "iat")
@@ -111,9 +116,11 @@ class TokenSource:
 
     def __init__(self, credential: AsyncSupportsTokenInfo, scope: str, *, client_id: str | None,
                  clock: Callable[[], float] = time.time, renew_interval: float = RENEW_INTERVAL_SECONDS,
-                 connection: str | None = None, identity_setting: str | None = None) -> None:
+                 connection: str | None = None, identity_setting: str | None = None,
+                 fetch_timeout: float = FETCH_TIMEOUT_SECONDS) -> None:
         self.credential = credential
         self.scope = scope
+        self.fetch_timeout = fetch_timeout
         # The connection's setting names, for the hints of a failure (`token_error`).
         self.connection = connection
         self.identity_setting = identity_setting
@@ -190,10 +197,13 @@ class TokenSource:
     async def _fetch_token(self, *, bypass_cache: bool) -> AccessTokenInfo:
         current = self._token
         with telemetry.token_span(self.identity, self.scope) as span:
+            limit = asyncio.timeout(self.fetch_timeout)
             try:
-                token = await self.credential.get_token_info(self.scope, options=self._options(bypass_cache))
+                async with limit:
+                    token = await self.credential.get_token_info(self.scope, options=self._options(bypass_cache))
             except Exception as exc:
-                error = token_error(exc, connection=self.connection, identity_setting=self.identity_setting)
+                error = (no_token_in_time(f"{self.fetch_timeout:g} s") if limit.expired() else
+                         token_error(exc, connection=self.connection, identity_setting=self.identity_setting))
             else:
                 span.set_outcome("success", token)
                 self._token, self._fetched_at, self._refresh_failed_at = token, self._clock(), None
@@ -233,6 +243,12 @@ _IDENTITY_UNREACHABLE_HINT = (
     "In Azure the platform runs this endpoint (IDENTITY_ENDPOINT, or IMDS on a VM) and such failures are "
     "usually brief: retry. On a laptop, check that `python -m devstack up` is running and that "
     "IDENTITY_ENDPOINT is its current value.")
+
+
+def no_token_in_time(limit: str) -> TokenError:
+    """No token within `limit` ("30 s", "the call's time limit"): the endpoint was slow, or asked to wait."""
+    return TokenError(f"No token from the managed-identity endpoint within {limit} (azure-identity's retries, "
+                      "and any wait the endpoint asked for, included).", hint=_IDENTITY_UNREACHABLE_HINT, status=504)
 
 
 def token_error(exc: BaseException, *, connection: str | None = None,

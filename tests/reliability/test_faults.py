@@ -20,6 +20,7 @@ from devstack.appsettings import app_settings
 from devstack.config import load_config
 from devstack.invocation import timer_request
 from shared import runtime, telemetry
+from shared.apim import Timeouts
 from shared.errors import AccessDenied, ConfigurationError, TokenError, UpstreamError, UpstreamUnavailable
 from tests.plugin import FUNCTIONS, SETTING_NAMES, Control, http_request, invocation_context
 from tests.reliability.conftest import SLOW_MS, closed_port, error_of, eventually
@@ -85,6 +86,43 @@ async def test_a_burst_against_a_failing_identity_endpoint_shares_one_fetch(use_
     control.clear_faults()
     assert (await get()).status_code == 200  # the failure is not remembered once the endpoint is back
 
+
+
+@pytest.fixture
+def fetch_limit() -> Any:
+    """A token fetch bounded at 0.5 s, retries and waits included (30 s by default)."""
+    runtime.use_timeouts(runtime.RuntimeTimeouts(token_fetch=0.5))
+    yield 0.5
+    runtime.use_timeouts(runtime.RuntimeTimeouts())
+
+
+async def test_an_identity_endpoint_asking_for_a_long_wait_is_a_token_error_within_the_fetch_limit(
+        use_stack, control, fetch_limit):
+    # azure-identity waits out any Retry-After, and every caller of the identity waits on that one fetch.
+    await use_stack("reader")
+    control.fault("identity", status=429, retry_after=3600, times=1)
+    first, joined = await asyncio.gather(get(), get())
+    for response in (first, joined):
+        error = error_of(response, 504, "token_error")
+        assert "managed-identity endpoint within 0.5 s" in error["message"] and "APIM" not in error["message"]
+        assert "IDENTITY_ENDPOINT" in error["hint"]
+    seen = counts(control)
+    assert (seen["token_requests"], seen["apim"]) == (1, 0)
+    assert (await get()).status_code == 200  # the fetch that waited is over: the next one gets a token
+
+
+async def test_a_call_whose_budget_runs_out_while_it_waits_for_a_token_blames_the_token(use_stack, control):
+    runtime.use_timeouts(runtime.RuntimeTimeouts(apim=Timeouts(total=0.3), token_fetch=0.6))
+    try:
+        await use_stack("reader")
+        control.fault("identity", status=429, retry_after=3600, times=1)
+        error = error_of(await get(), 504, "token_error")
+        assert "managed-identity endpoint within the call's time limit" in error["message"]
+        assert counts(control)["apim"] == 0
+        await asyncio.sleep(0.4)  # the shared fetch ends at its own limit, 0.6 s after it started
+        assert (await get()).status_code == 200
+    finally:
+        runtime.use_timeouts(runtime.RuntimeTimeouts())
 
 async def test_a_failed_token_acquisition_is_exported_with_its_error_type(use_stack, control, backoff):
     await use_stack("reader")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,13 +67,28 @@ class TimerTarget:
         return f"{self.path}?{self.query}" if self.query else self.path
 
 
+# Spaces, controls and invisible characters (U+200B, U+FEFF, …): in a URL or an App ID URI they are
+# copy-and-paste artefacts, and the value would fail only at call time, as a 404 or a refused token.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+
+
+def _check_visible(value: str) -> None:
+    for position, character in enumerate(value, start=1):
+        if unicodedata.category(character) in _INVISIBLE_CATEGORIES:
+            raise InvalidValue(f"contains a space or an invisible character (U+{ord(character):04X} at position "
+                               f"{position}): copy the value again.")
+
+
 def _base_url(value: str) -> str:
     example = "e.g. https://contoso.azure-api.net/orders"
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        port = parts.port  # raises ValueError for a port that is not a number in range
     except ValueError:
         raise InvalidValue(f"must be an absolute https URL, {example} (Python's URL parser rejects it).") from None
+    _check_visible(value)
+    if port == 0:
+        raise InvalidValue(f"must be an absolute https URL, {example} (its port is 0).")
     if parts.scheme not in ("https", "http") or not parts.hostname:
         found = f"its scheme is {parts.scheme!r}" if parts.scheme not in ("", "https", "http") else (
             "it has no host" if parts.scheme else "it does not start with https://")
@@ -86,6 +102,10 @@ def _base_url(value: str) -> str:
     if "\\" in value or any(unquote(unquote(segment)) in (".", "..") for segment in parts.path.split("/")):
         # A call to <base>/x must stay under the base: '..' (or %2e%2e) would let it climb out.
         raise InvalidValue(f"must not contain '.' or '..' segments (encoded or not) or backslashes, {example}.")
+    if "//" in parts.path.rstrip("/"):
+        raise InvalidValue(f"must not contain an empty path segment ('//'), {example}.")
+    if any(unicodedata.category(character) == "Cc" for character in unquote(parts.path)):
+        raise InvalidValue(f"must not contain a percent-encoded control character (such as %00), {example}.")
     _check_host(value)
     return value.rstrip("/")
 
@@ -123,6 +143,7 @@ def _is_ip_address(host: str) -> bool:
 
 def _app_id_uri(value: str) -> str:
     example = "e.g. api://contoso-orders"
+    _check_visible(value)
     uri = value.rstrip("/")
     if uri.lower().endswith("/.default"):
         raise InvalidValue(f"must not end with '/.default' (the app adds it), {example}.")
@@ -147,6 +168,9 @@ def _guid(value: str) -> str:
 def _subscription_key(value: str) -> str:
     if not re.fullmatch(r"[\x21-\x7e]+", value):
         raise InvalidValue("contains spaces or non-printable characters: paste the key alone.")
+    if len(value) > 1 and value[0] == value[-1] and value[0] in "\"'":
+        # `az apim subscription … --query primaryKey` prints JSON: the key in quotes. `-o tsv` prints the key.
+        raise InvalidValue("is in quotes: set the key alone (with `az … --query primaryKey`, add `-o tsv`).")
     return value
 
 

@@ -246,3 +246,30 @@ def test_a_base_url_a_call_could_not_use_is_refused_naming_the_setting(value, co
                                    "https://10.0.0.4/orders", "https://contoso.azure-api.net./orders"])
 def test_a_base_url_a_call_can_use_is_accepted(value):
     _call_url(load_settings({**GOOD, "APIM_BASE_URL": value}).apim_base_url)
+
+
+@pytest.mark.parametrize(("name", "value", "said"), [
+    ("APIM_BASE_URL", "https://contoso.azure-api.net/orders\u200b", "U+200B at position 37"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net/my orders", "U+0020"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net/orders\nx", "U+000A"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net/\ufefforders", "U+FEFF"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net:0/orders", "its port is 0"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net//orders", "empty path segment"),
+    ("APIM_BASE_URL", "https://contoso.azure-api.net/orders%00", "control character"),
+    ("API_APP_ID_URI", "api://contoso-orders\u200b", "U+200B"),
+    ("API_APP_ID_URI", "api://contoso orders", "U+0020"),
+    ("APIM_SUBSCRIPTION_KEY", '"0123456789abcdef"', "in quotes"),
+    ("APIM_SUBSCRIPTION_KEY", "'0123456789abcdef'", "in quotes"),
+])
+def test_copy_and_paste_artefacts_are_refused_before_a_call_fails_on_them(name, value, said):
+    # Each of these once passed validation and failed only at call time: a 404, a refused token, a 401.
+    [problem] = problems(**{name: value})
+    assert problem.startswith(f"{name} ") and said in problem, problem
+    assert "0123456789abcdef" not in problem  # never the key
+
+
+@pytest.mark.parametrize(("name", "value"), [("APIM_SUBSCRIPTION_KEY", '"x'), ("APIM_SUBSCRIPTION_KEY", "a'b'"),
+                                             ("APIM_BASE_URL", "https://contoso.azure-api.net/orders/v%C3%A9"),
+                                             ("APIM_BASE_URL", "https://contoso.azure-api.net:8443/orders")])
+def test_values_like_them_that_are_fine_are_kept(name, value):
+    load_settings({**GOOD, name: value})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import SplitResult, quote, unquote_plus, urlsplit
 
 from .errors import BadRequest
 
@@ -23,6 +23,7 @@ SUBSCRIPTION_KEY_PARAM = "subscription-key"
 
 _SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_QUERY_SAFE = "-._~!$&'()*+,;=:@/?%"  # RFC 3986's query characters, and the '%' of escapes already there
 MAX_PATH_LENGTH = 2048
 # A path the checks below would pass unchanged: segments of characters that need no encoding, none of them
 # empty, '.' or '..' (or '..;x'), and no ':' in the first. Most calls are such a path; they skip the
@@ -90,25 +91,36 @@ def _base_parts(base_url: str) -> SplitResult:
 
 
 def forwarded_query(query: str) -> str:
-    """The caller's query minus the Functions key; refuses control characters and our key's name."""
+    """The caller's query as it came, minus the Functions key; refuses control characters and our key's name.
+
+    Field by field, never parsed and encoded again: `?flag`, `?$count` and `a=1;b=2` reach the API as
+    they were sent (parse_qsl() and urlencode() would make them `flag=`, `%24count=` and `a=1%3Bb%3D2`).
+    """
     if not query:
         return ""
     _require_unicode(query, "query string")
     if _CONTROL.search(query):
         raise BadRequest("The query string contains control characters (such as CR or LF).")
+    # Each kept field as sent, but for characters a query cannot hold: a raw '#' would end it early.
+    return "&".join(quote(field, safe=_QUERY_SAFE) for field in query.split("&")
+                    if _decoded_name(field).lower() != FUNCTION_KEY_PARAM)
+
+
+def _decoded_name(field: str) -> str:
+    """A query field's name, decoded as the host decodes it; checks the field's name and value on the way."""
+    name, _, value = field.partition("=")
     try:
-        # Strict: by default parse_qsl replaces invalid UTF-8 (%FF) with U+FFFD, and we would send that on.
-        pairs = parse_qsl(query, keep_blank_values=True, errors="strict")
+        # Strict: by default unquote() replaces invalid UTF-8 (%FF) with U+FFFD, and the check would miss it.
+        name, value = unquote_plus(name, errors="strict"), unquote_plus(value, errors="strict")
     except UnicodeDecodeError:
         raise BadRequest("The query string contains characters that are not valid Unicode text.") from None
-    for name, value in pairs:
-        if _CONTROL.search(name) or _CONTROL.search(value):
-            raise BadRequest("The query string contains encoded control characters (such as %0d%0a).")
-        if name.lower() == SUBSCRIPTION_KEY_PARAM:
-            raise BadRequest("Do not pass 'subscription-key': the function adds its own APIM subscription key.")
+    if _CONTROL.search(name) or _CONTROL.search(value):
+        raise BadRequest("The query string contains encoded control characters (such as %0d%0a).")
+    if name.lower() == SUBSCRIPTION_KEY_PARAM:
+        raise BadRequest("Do not pass 'subscription-key': the function adds its own APIM subscription key.")
     # The host accepts the key as `code` in any case (ASP.NET query names are case-insensitive),
     # so `?CODE=<key>` authenticates too and must not be passed on either.
-    return urlencode([(n, v) for n, v in pairs if n.lower() != FUNCTION_KEY_PARAM])
+    return name
 
 
 def _require_unicode(text: str, what: str) -> None:

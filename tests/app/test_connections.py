@@ -15,7 +15,7 @@ import pytest
 from devstack.invocation import http_request, invocation_context, timer_request
 from shared import api, blueprint, runtime
 from shared.apim import ApimResponse
-from shared.errors import AccessDenied, ConfigurationError
+from shared.errors import AccessDenied, BadRequest, ConfigurationError
 
 _app = func.FunctionApp()
 _app.register_functions(blueprint("inventory"))
@@ -106,3 +106,21 @@ async def test_a_token_for_one_api_is_refused_by_the_other(use_stack):
         await api("inventory").call("GET", "/items")
     assert denied.value.status == 401
     assert "INVENTORY_API_APP_ID_URI" in denied.value.hint
+
+
+async def test_a_query_in_the_path_is_sent_as_the_query(use_stack, control):
+    await use_stack("reader")
+    assert (await api().call("GET", "/orders?top=1")).status == 200
+    [sent] = control.backend_requests()[-1:]
+    assert sent["path"].endswith("/orders/orders") and sent["query"] == {"top": "1"}  # not /orders%3Ftop=1
+
+
+@pytest.mark.parametrize(("method", "path", "query"), [("get ", "/orders", ""), ("G ET", "/orders", ""),
+                                                        ("", "/orders", ""), ("GET", "/orders?a=1", "b=2")])
+async def test_a_call_that_cannot_be_sent_is_a_bad_request_before_anything_is_sent(use_stack, control, method,
+                                                                                    path, query):
+    await use_stack("reader")
+    with pytest.raises(BadRequest) as caught:
+        await api().call(method, path, query=query)
+    assert caught.value.status == 400 and caught.value.message
+    assert control.stats()["apim"].get("requests", 0) == 0

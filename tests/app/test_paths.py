@@ -24,7 +24,14 @@ BASE = "https://contoso.azure-api.net/orders"
     ("orders/a b", "", f"{BASE}/orders/a%20b"),
     ("orders/x?y", "", f"{BASE}/orders/x%3Fy"),
     ("orders/x#y", "", f"{BASE}/orders/x%23y"),
-    ("orders", "q=a%20b&q=c", f"{BASE}/orders?q=a+b&q=c"),
+    ("orders", "q=a%20b&q=c", f"{BASE}/orders?q=a%20b&q=c"),
+    # The query as it came, field by field: not parsed and encoded again.
+    ("orders", "flag", f"{BASE}/orders?flag"),
+    ("orders", "$count=true&$filter=a+eq+1", f"{BASE}/orders?$count=true&$filter=a+eq+1"),
+    ("orders", "a=1;b=2", f"{BASE}/orders?a=1;b=2"),
+    ("orders", "flag&CODE=function-key&x=", f"{BASE}/orders?flag&x="),
+    ("orders", "q=é&r={x}", f"{BASE}/orders?q=%C3%A9&r=%7Bx%7D"),  # what a query cannot hold, encoded
+    ("orders", "a=1#b", f"{BASE}/orders?a=1%23b"),  # a raw '#' would end the query
 ])
 def test_good_paths(path, query, expected):
     assert build_url(BASE, path, query) == expected

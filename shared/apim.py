@@ -139,8 +139,9 @@ class WriteSafeRetryPolicy(AsyncRetryPolicy[Any, Any]):
     """azure-core's retry, except where a write could run twice.
 
     azure-core retries POST/PATCH on 500/503/504; those may have reached the
-    backend, so we don't. A 429 is retried for any method: the gateway refused
-    it before forwarding. Other 4xx are not retried, Retry-After or not, and
+    backend, so we don't. A 429 is retried for any method: it is a refusal, so
+    the request was not carried out, whether APIM or the API behind it answered.
+    Other 4xx are not retried, Retry-After or not, and
     Retry-After waits longer than `max_retry_after` are not slept through.
     """
 

@@ -374,12 +374,14 @@ async def test_apim_401_twice_is_access_denied_with_a_hint(use_stack, control, b
         await run_timer()
 
 
-# --- writes: the backend records each POST at most once -----------------------------------------
+# --- writes: each POST is carried out at most once ---------------------------------------------
 
 # (fault, caller status, caller error code, APIM requests, POSTs the backend recorded, orders created)
 WRITE_CASES = {
     "no fault": (None, 201, None, 1, 1, 1),
     "APIM 429 Retry-After once": ({"service": "apim", "status": 429, "retry_after": 1}, 201, None, 2, 1, 1),
+    # The API refused it (429: not carried out), so it is sent again and reaches the backend twice.
+    "backend 429 Retry-After once": ({"service": "backend", "status": 429, "retry_after": 1}, 201, None, 2, 2, 1),
     # The platform hands back the same token: not resent (a new one would be, once).
     "APIM 401 once": ({"service": "apim", "status": 401}, 401, "access_denied", 1, 0, 0),
     "identity 503 once": ({"service": "identity", "status": 503}, 201, None, 1, 1, 1),
@@ -401,7 +403,7 @@ WRITE_CASES = {
 
 
 @pytest.mark.parametrize("case", list(WRITE_CASES))
-async def test_a_post_reaches_the_backend_at_most_once(use_stack, control, backoff, request, case):
+async def test_a_post_is_carried_out_at_most_once(use_stack, control, backoff, request, case):
     fault, status, code, apim_requests, backend_posts, created = WRITE_CASES[case]
     if "slow" in case:
         request.getfixturevalue("short_timeouts")

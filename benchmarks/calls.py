@@ -102,7 +102,9 @@ async def measure(endpoints: dict[str, Any], options: dict[str, Any]) -> dict[st
     for name, variant in variants.items():  # warm-up: connections open, token cached, code paths hot
         for _ in range(3 if name == "naive" else WARMUP_CALLS):
             await timed(variant.call, variant.argument(), Samples())
-    await concurrent(invoke_app, [invocation() for _ in range(4 * CONCURRENCY)], CONCURRENCY)  # the pool, full
+    # Both pools full, so that no throughput block pays for opening up to 64 TLS connections.
+    await concurrent(invoke_app, [invocation() for _ in range(4 * CONCURRENCY)], CONCURRENCY)
+    await concurrent(call_floor, [None] * (4 * CONCURRENCY), CONCURRENCY)
 
     app_identities = [endpoints["identities"][name]["client_id"] for name in ("reader", "writer")]
     steady = await steady_state(control, variants["app"], options["steady_calls"], app_identities)

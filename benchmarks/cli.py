@@ -35,9 +35,9 @@ from benchmarks.stack import StackError, StackProcess
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "instructions": {"calls": 40},
-        "calls": {"steady_calls": 200, "loopback_rounds": 300, "network": {"2": 40, "10": 80, "30": 8},
+        "calls": {"steady_calls": 200, "loopback_rounds": 500, "network": {"2": 40, "10": 120, "30": 8},
                   "throughput_rounds": 4, "throughput_calls": 150},
-        "cold_start_samples": 3,
+        "cold_start_samples": 5,
         "memory": {"first": 1000, "invocations": 10_000},
     },
     "full": {

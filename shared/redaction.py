@@ -9,12 +9,15 @@ and of long opaque strings, which is what keys and token parts look like.
 
 from __future__ import annotations
 
+import base64
+import bisect
 import functools
 import logging
 import os
 import re
 import traceback
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import AnyStr
 
 __all__ = ["LIBRARY_LOGGERS", "REDACTED", "RedactingFilter", "redact_exact", "redact_library_logs", "scrub"]
@@ -44,29 +47,79 @@ def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
 
 
 def redact_exact(data: AnyStr, secrets: Iterable[str | None]) -> AnyStr:
-    """`data` with each of `secrets` (exact values) replaced by [redacted].
+    """`data` with each of `secrets` replaced by [redacted], as text or in an encoding an echo would use.
 
     For what the upstream answers, which goes back to the caller as it is: unlike `scrub`
-    it changes nothing but the secrets we sent. A substring test comes first, so a clean
-    answer costs one scan per secret and no copy.
+    it changes nothing but the secrets we sent. Each secret is looked for as it is, in the
+    other letter case if it has one case only (a hex key), percent-encoded byte by byte, in
+    base64 (either alphabet, at any alignment: the header `Bearer <token>` encoded, say) and,
+    in bytes, in UTF-16 (a body in that charset). A clean answer is not copied.
     """
-    texts, encoded = _prepared(tuple(secrets))
+    forms = _prepared(tuple(secrets))
     if isinstance(data, bytes):
-        for needle in encoded:
-            if needle in data:
-                data = data.replace(needle, _REDACTED_BYTES)
+        # Searched as Latin-1 text, byte for byte the same: a str search costs a tenth of a bytes one,
+        # whose `in` first tries the needle as an integer (and raises and clears a TypeError).
+        view = data.decode("latin-1")
+        for needle, as_text, replacement in forms.encoded[forms.first_encoded_within(len(data)):]:
+            if as_text in view:
+                data = data.replace(needle, replacement)
         return data
-    for text in texts:
+    for text in forms.texts[forms.first_text_within(len(data)):]:
         if text in data:
             data = data.replace(text, REDACTED)
     return data
 
 
-# The same few secrets (this call's token, the key) redact every answer: sorted and encoded once, not per call.
+@dataclass(frozen=True)
+class _Forms:
+    """The forms of some secrets to look for, longest first (a form that is part of another, a key
+    inside a token say, must not break the other up), and their lengths, to skip what cannot fit."""
+
+    texts: tuple[str, ...]
+    encoded: tuple[tuple[bytes, str, bytes], ...]  # the form, as Latin-1 text, and what replaces it
+    text_sizes: tuple[int, ...]  # negated, so that they ascend for bisect
+    encoded_sizes: tuple[int, ...]
+
+    def first_text_within(self, size: int) -> int:
+        return bisect.bisect_left(self.text_sizes, -size)
+
+    def first_encoded_within(self, size: int) -> int:
+        return bisect.bisect_left(self.encoded_sizes, -size)
+
+
+_MIN_BASE64_RUN = 16  # shorter runs of a secret's base64 could turn up by chance
+
+
+# The same few secrets (this call's token, the key) redact every answer: their forms are made once, not per call.
 @functools.lru_cache(maxsize=8)
-def _prepared(secrets: tuple[str | None, ...]) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
-    texts = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))  # longest first: no partial leftovers
-    return texts, tuple(text.encode("utf-8", "surrogateescape") for text in texts)
+def _prepared(secrets: tuple[str | None, ...]) -> _Forms:
+    known = {s for s in secrets if s}
+    texts = sorted({form for secret in known for form in _text_forms(secret)}, key=len, reverse=True)
+    replacements = {text.encode("utf-8", "surrogateescape"): _REDACTED_BYTES for text in texts}
+    for codec in ("utf-16-le", "utf-16-be"):  # replaced in the body's own encoding
+        replacements |= {secret.encode(codec, "surrogatepass"): REDACTED.encode(codec) for secret in known}
+    encoded = [(needle, needle.decode("latin-1"), replacement) for needle, replacement
+               in sorted(replacements.items(), key=lambda pair: len(pair[0]), reverse=True)]
+    return _Forms(texts=tuple(texts), encoded=tuple(encoded), text_sizes=tuple(-len(text) for text in texts),
+                  encoded_sizes=tuple(-len(needle) for needle, _, _ in encoded))
+
+
+def _text_forms(secret: str) -> set[str]:
+    raw = secret.encode("utf-8", "surrogateescape")
+    percent = "".join(f"%{byte:02X}" for byte in raw)
+    forms = {secret, percent, percent.lower()}
+    if secret in (secret.lower(), secret.upper()):  # one case only (a hex key): the other case says the same
+        forms |= {secret.lower(), secret.upper()}
+    for skip in range(3):  # where the secret starts in a 3-byte group of whatever was encoded
+        # Only the characters that come from the secret's bytes alone: whole groups, none shared.
+        middle = base64.b64encode(b"\0" * skip + raw).decode()[4 if skip else 0:]
+        middle = middle[:len(middle) - (4 if (skip + len(raw)) % 3 else 0)]
+        if len(middle) >= _MIN_BASE64_RUN:
+            forms |= {middle, middle.translate(_URLSAFE)}
+    return forms
+
+
+_URLSAFE = str.maketrans("+/", "-_")
 
 
 def _redact_if_opaque(match: re.Match[str]) -> str:

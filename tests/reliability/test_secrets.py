@@ -7,6 +7,7 @@ token only ever travels over HTTPS or to loopback.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -14,6 +15,7 @@ import secrets
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from aiohttp import web
@@ -209,6 +211,49 @@ async def test_an_upstream_message_that_echoes_secrets_is_scrubbed(use_stack, co
     leaked = leaked_fragments(everything, [key, settings["IDENTITY_HEADER"],
                                            *(token.rsplit(".", 1)[1] for token in issued_tokens)])
     assert not leaked, f"secrets found in logs, responses, exceptions or telemetry: {leaked}"
+
+
+def echo_encoded(shape: str, sent: dict[str, str]) -> Callable[[web.Request], web.Response]:
+    """An API that sends our secrets back in another form than the one they were sent in."""
+
+    def respond(request: web.Request) -> web.Response:
+        authorization, key = request.headers["Authorization"], request.headers["Ocp-Apim-Subscription-Key"]
+        token = sent["token"] = authorization.removeprefix("Bearer ")
+        if shape == "utf-16":
+            return web.Response(body=json.dumps({"auth": token, "key": key}).encode("utf-16"),
+                                content_type="application/json", charset="utf-16")
+        if shape == "base64":
+            return web.json_response({"std": base64.b64encode(authorization.encode()).decode(),
+                                      "url": base64.urlsafe_b64encode(f"k={key}&t={token}".encode()).decode()})
+        if shape == "percent":
+            location = "/x?t=" + "".join(f"%{byte:02X}" for byte in token.encode())
+            return web.json_response({"ok": True}, status=201, headers={"Location": location})
+        return web.json_response({"key": key.upper(), "token": "".join(f"%{b:02x}" for b in token.encode())})
+
+    return respond
+
+
+@pytest.mark.parametrize("shape", ["utf-16", "base64", "percent", "case"])
+async def test_secrets_echoed_in_another_encoding_are_redacted(use_stack, backoff, shape):
+    sent: dict[str, str] = {}
+    upstream = Listener(respond=echo_encoded(shape, sent))
+    await upstream.start()
+    try:
+        key = secrets.token_hex(16)
+        await use_stack("reader", APIM_BASE_URL=f"http://{upstream.host}/orders", APIM_SUBSCRIPTION_KEY=key)
+        response = await proxy(http_request("GET", "status"), invocation_context())
+    finally:
+        await upstream.stop()
+    body = response.get_body()
+    text = body.decode("utf-16") if shape == "utf-16" else body.decode()
+    assert "[redacted]" in text or "[redacted]" in response.headers.get("Location", ""), text
+    forms = [key, key.upper(), sent["token"].rsplit(".", 1)[1]]
+    if shape == "base64":  # what is left must not decode to a secret either
+        decoded = [base64.b64decode(part + "===", altchars=alt) for part in re.findall(r"[\w+/=-]{16,}", text)
+                   for alt in (b"+/", b"-_")]
+        assert not any(form.encode() in blob for form in forms for blob in decoded)
+    shown = text + json.dumps(dict(response.headers))
+    assert not any(form in unquote(shown) or form in shown for form in forms), shown
 
 
 FAKE_TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJhcGk6Ly94In0.c2lnbmF0dXJlLW9mLWEtdG9rZW4tbm90LXRvLWJlLWxvZ2dlZA"

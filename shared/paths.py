@@ -24,6 +24,7 @@ SUBSCRIPTION_KEY_PARAM = "subscription-key"
 _SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _QUERY_SAFE = "-._~!$&'()*+,;=:@/?%"  # RFC 3986's query characters, and the '%' of escapes already there
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 MAX_PATH_LENGTH = 2048
 # A path the checks below would pass unchanged: segments of characters that need no encoding, none of them
 # empty, '.' or '..' (or '..;x'), and no ':' in the first. Most calls are such a path; they skip the
@@ -101,8 +102,9 @@ def forwarded_query(query: str) -> str:
     _require_unicode(query, "query string")
     if _CONTROL.search(query):
         raise BadRequest("The query string contains control characters (such as CR or LF).")
-    # Each kept field as sent, but for characters a query cannot hold: a raw '#' would end it early.
-    return "&".join(quote(field, safe=_QUERY_SAFE) for field in query.split("&")
+    # Each kept field as sent, but for characters a query cannot hold: a raw '#' would end it early,
+    # and a '%' that starts no escape ("100%") is sent as the escape of itself.
+    return "&".join(_STRAY_PERCENT.sub("%25", quote(field, safe=_QUERY_SAFE)) for field in query.split("&")
                     if _decoded_name(field).lower() != FUNCTION_KEY_PARAM)
 
 

@@ -18,11 +18,13 @@ import re
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import AnyStr
+from typing import AnyStr, Generic, TypeVar
 
 __all__ = ["LIBRARY_LOGGERS", "REDACTED", "RedactingFilter", "redact_exact", "redact_library_logs", "scrub"]
 
 REDACTED = "[redacted]"
+_Needle = TypeVar("_Needle", str, bytes)
+_Extra = TypeVar("_Extra")
 _REDACTED_BYTES = REDACTED.encode()
 # The libraries that handle our secrets and log what they were answered (see RedactingFilter).
 LIBRARY_LOGGERS = ("azure.identity", "azure.core", "msal")
@@ -51,40 +53,63 @@ def redact_exact(data: AnyStr, secrets: Iterable[str | None]) -> AnyStr:
 
     For what the upstream answers, which goes back to the caller as it is: unlike `scrub`
     it changes nothing but the secrets we sent. Each secret is looked for as it is, in the
-    other letter case if it has one case only (a hex key), percent-encoded byte by byte, in
-    base64 (either alphabet, at any alignment: the header `Bearer <token>` encoded, say) and,
-    in bytes, in UTF-16 (a body in that charset). A clean answer is not copied.
+    other letter case if it has one case only (a hex key), percent-encoded byte by byte and
+    in base64 (either alphabet, at any alignment: the header `Bearer <token>` encoded, say);
+    in bytes, each of those in UTF-8 and in UTF-16 (a body in that charset). A clean answer
+    is not copied. Not found: base64 broken into lines (MIME's 76 characters a line).
     """
     forms = _prepared(tuple(secrets))
     if isinstance(data, bytes):
-        # Searched as Latin-1 text, byte for byte the same: a str search costs a tenth of a bytes one,
-        # whose `in` first tries the needle as an integer (and raises and clears a TypeError).
-        view = data.decode("latin-1")
-        for needle, as_text, replacement in forms.encoded[forms.first_encoded_within(len(data)):]:
-            if as_text in view:
-                data = data.replace(needle, replacement)
-        return data
-    for text in forms.texts[forms.first_text_within(len(data)):]:
+        return _redact_bytes(data, forms)
+    for text, _ in forms.texts.within(len(data)):
         if text in data:
             data = data.replace(text, REDACTED)
     return data
 
 
+# Up to this size an answer is searched as Latin-1 text, byte for byte the same: a str search costs
+# a fraction of a bytes one, whose `in` first tries the needle as an integer (raising a TypeError inside).
+# A larger answer is searched as it is, so that it is not copied.
+_TEXT_VIEW_LIMIT = 4096
+# A byte that an answer must have for some forms to be in it: '%' for the percent-encoded ones, and
+# NUL for those in UTF-16 (of ASCII text). Looked for as ints: plain byte searches.
+_PERCENT, _NUL = ord("%"), 0
+
+
+def _redact_bytes(data: bytes, forms: _Forms) -> bytes:
+    view = data.decode("latin-1") if len(data) <= _TEXT_VIEW_LIMIT else None
+    for marker, needles in forms.encoded:
+        if marker is not None and marker not in data:
+            continue
+        for needle, (as_text, replacement) in needles.within(len(data)):
+            if (as_text in view) if view is not None else (data.find(needle) != -1):
+                data = data.replace(needle, replacement)
+    return data
+
+
+@dataclass(frozen=True)
+class _Needles(Generic[_Needle, _Extra]):
+    """Forms to look for, longest first (a form that is part of another, a key inside a token say,
+    must not break the other up), and their lengths, to skip those longer than what is searched."""
+
+    forms: tuple[tuple[_Needle, _Extra], ...]
+    sizes: tuple[int, ...]  # negated, so that they ascend for bisect
+
+    @classmethod
+    def of(cls, forms: Iterable[tuple[_Needle, _Extra]]) -> _Needles[_Needle, _Extra]:
+        ordered = tuple(sorted(forms, key=lambda form: len(form[0]), reverse=True))
+        return cls(ordered, tuple(-len(needle) for needle, _ in ordered))
+
+    def within(self, size: int) -> tuple[tuple[_Needle, _Extra], ...]:
+        return self.forms[bisect.bisect_left(self.sizes, -size):]
+
+
 @dataclass(frozen=True)
 class _Forms:
-    """The forms of some secrets to look for, longest first (a form that is part of another, a key
-    inside a token say, must not break the other up), and their lengths, to skip what cannot fit."""
-
-    texts: tuple[str, ...]
-    encoded: tuple[tuple[bytes, str, bytes], ...]  # the form, as Latin-1 text, and what replaces it
-    text_sizes: tuple[int, ...]  # negated, so that they ascend for bisect
-    encoded_sizes: tuple[int, ...]
-
-    def first_text_within(self, size: int) -> int:
-        return bisect.bisect_left(self.text_sizes, -size)
-
-    def first_encoded_within(self, size: int) -> int:
-        return bisect.bisect_left(self.encoded_sizes, -size)
+    texts: _Needles[str, None]
+    # By the byte an answer must have for them (None: any answer): each in bytes, with itself as
+    # Latin-1 text and what replaces it.
+    encoded: tuple[tuple[int | None, _Needles[bytes, tuple[str, bytes]]], ...]
 
 
 _MIN_BASE64_RUN = 16  # shorter runs of a secret's base64 could turn up by chance
@@ -93,15 +118,16 @@ _MIN_BASE64_RUN = 16  # shorter runs of a secret's base64 could turn up by chanc
 # The same few secrets (this call's token, the key) redact every answer: their forms are made once, not per call.
 @functools.lru_cache(maxsize=8)
 def _prepared(secrets: tuple[str | None, ...]) -> _Forms:
-    known = {s for s in secrets if s}
-    texts = sorted({form for secret in known for form in _text_forms(secret)}, key=len, reverse=True)
+    texts = {form for secret in secrets if secret for form in _text_forms(secret)}
     replacements = {text.encode("utf-8", "surrogateescape"): _REDACTED_BYTES for text in texts}
     for codec in ("utf-16-le", "utf-16-be"):  # replaced in the body's own encoding
-        replacements |= {secret.encode(codec, "surrogatepass"): REDACTED.encode(codec) for secret in known}
-    encoded = [(needle, needle.decode("latin-1"), replacement) for needle, replacement
-               in sorted(replacements.items(), key=lambda pair: len(pair[0]), reverse=True)]
-    return _Forms(texts=tuple(texts), encoded=tuple(encoded), text_sizes=tuple(-len(text) for text in texts),
-                  encoded_sizes=tuple(-len(needle) for needle, _, _ in encoded))
+        replacements |= {text.encode(codec, "surrogatepass"): REDACTED.encode(codec) for text in texts}
+    by_marker: dict[int | None, list[tuple[bytes, tuple[str, bytes]]]] = {}
+    for needle, replacement in replacements.items():
+        marker = _NUL if _NUL in needle else _PERCENT if _PERCENT in needle else None
+        by_marker.setdefault(marker, []).append((needle, (needle.decode("latin-1"), replacement)))
+    return _Forms(texts=_Needles.of((text, None) for text in texts),
+                  encoded=tuple((marker, _Needles.of(forms)) for marker, forms in by_marker.items()))
 
 
 def _text_forms(secret: str) -> set[str]:

@@ -147,17 +147,19 @@ def _configure_azure_monitor(env: Mapping[str, str]) -> None:
 
 
 # The exporter's `_OTELRESOURCE_` metric: one more item in every trace export (a billed customMetrics
-# row every few seconds per instance) carrying the resource attributes that each item's cloud role tags
-# already carry; Java's exporter sends it on AKS only. An explicit app setting wins.
+# row every few seconds per instance). It is the only item with all the resource attributes; every
+# other item carries the cloud role and instance. Off unless OTEL_RESOURCE_ATTRIBUTES is set (then it
+# is where they show) or this setting is; Java's exporter sends it on AKS only.
 RESOURCE_METRIC_SWITCH = "APPLICATIONINSIGHTS_OPENTELEMETRY_RESOURCE_METRIC_DISABLED"
 
 
 def _tune_default_set_up() -> None:
-    """The distro's default set-up, ours or the worker's, made cheaper without changing what App Insights gets.
+    """The distro's default set-up, ours or the worker's, made cheaper: the same items, but for the resource metric.
 
     Not for a set-up of the host app's own ("existing"): that one is theirs to tune.
     """
-    os.environ.setdefault(RESOURCE_METRIC_SWITCH, "true")  # the exporter reads it at every export
+    if RESOURCE_METRIC_SWITCH not in os.environ and not os.environ.get("OTEL_RESOURCE_ATTRIBUTES"):
+        os.environ[RESOURCE_METRIC_SWITCH] = "true"  # the exporter reads it at every export
     _use_faster_sampler(trace.get_tracer_provider())
 
 

@@ -32,6 +32,7 @@ BASE = "https://contoso.azure-api.net/orders"
     ("orders", "flag&CODE=function-key&x=", f"{BASE}/orders?flag&x="),
     ("orders", "q=é&r={x}", f"{BASE}/orders?q=%C3%A9&r=%7Bx%7D"),  # what a query cannot hold, encoded
     ("orders", "a=1#b", f"{BASE}/orders?a=1%23b"),  # a raw '#' would end the query
+    ("orders", "off=100%&x=%zz&y=%4", f"{BASE}/orders?off=100%25&x=%25zz&y=%254"),  # '%' starting no escape
 ])
 def test_good_paths(path, query, expected):
     assert build_url(BASE, path, query) == expected

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import logging
+import re
+import tracemalloc
+from urllib.parse import unquote
 
 import pytest
 
-from shared.redaction import REDACTED, RedactingFilter, redact_library_logs, scrub
+from shared.redaction import REDACTED, RedactingFilter, redact_exact, redact_library_logs, scrub
 
 KEY = "0123456789abcdef0123456789abcdef"
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJhcGk6Ly94In0.c2lnbmF0dXJl"
@@ -53,3 +59,55 @@ def test_every_library_logger_gets_one_filter_with_the_current_secrets():
     filters = [f for f in child.filters if isinstance(f, RedactingFilter)]
     assert len(filters) == 1 and filters[0].secrets == ("second-secret",)
     assert any(isinstance(f, RedactingFilter) for f in logging.getLogger("azure.core").filters)
+
+
+# --- redact_exact: the secrets we sent, in the forms an API echoes them back in ----------------------
+
+TOKEN = "eyJhbGciOiJSUzI1NiJ9." + "eyJhdWQiOiJhcGk6Ly9jb250b3NvIn0" * 20 + ".c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
+
+
+def _echoes() -> dict[str, str]:
+    header = f"Bearer {TOKEN}"
+    return {"token": TOKEN, "key": KEY, "key upper-case": KEY.upper(),
+            "token percent-encoded": "".join(f"%{b:02X}" for b in TOKEN.encode()),
+            "key percent-encoded, lower-case hex": "".join(f"%{b:02x}" for b in KEY.encode()),
+            **{f"header in base64 after {n} bytes": base64.b64encode(b"x" * n + header.encode()).decode()
+               for n in range(3)},
+            "key and token in url-safe base64": base64.urlsafe_b64encode(f"k={KEY}&t={TOKEN}".encode()).decode()}
+
+
+@pytest.mark.parametrize("codec", ["utf-8", "utf-16", "utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("form", list(_echoes()))
+def test_an_echoed_secret_is_redacted_in_each_form_and_charset(codec, form):
+    body = json.dumps({"echo": _echoes()[form], "ok": True}).encode(codec)
+    redacted = redact_exact(body, (TOKEN, KEY)).decode(codec)  # still text in its own charset
+    assert json.loads(redacted)["ok"] is True and REDACTED in redacted
+    assert not _recoverable(redacted), redacted
+
+
+def _recoverable(text: str) -> bool:
+    """A secret in the text, or in what its base64 or percent-encoded parts decode to."""
+    decoded = [text, unquote(text)]
+    for run in re.findall(r"[A-Za-z0-9+/_=-]{16,}", text):
+        for alphabet in (b"+/", b"-_"):
+            with contextlib.suppress(ValueError):
+                decoded.append(base64.b64decode(run + "=" * (-len(run) % 4), altchars=alphabet).decode("latin-1"))
+    return any(piece in candidate for candidate in decoded for piece in (KEY, KEY.upper(), TOKEN[-30:]))
+
+
+@pytest.mark.parametrize("size", [10, 5000, 2_000_000])
+def test_a_clean_answer_comes_back_as_the_same_object_without_a_copy(size):
+    body = json.dumps({"data": "x" * size}).encode()
+    redact_exact(body, (TOKEN, KEY))  # the forms, made once
+    tracemalloc.start()
+    try:
+        assert redact_exact(body, (TOKEN, KEY)) is body
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64_000  # a Latin-1 view of a small answer at most, never a copy of a large one
+
+
+def test_only_the_secrets_change():
+    body = f'{{"id": 42, "note": "a % sign, a NUL \\u0000, and {KEY}"}}'.encode()
+    assert redact_exact(body, (TOKEN, KEY)) == body.replace(KEY.encode(), REDACTED.encode())

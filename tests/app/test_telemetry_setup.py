@@ -153,3 +153,10 @@ def test_an_explicit_resource_metric_setting_wins():
     report = run(TUNING, OTEL_TRACES_SAMPLER="microsoft.rate_limited",
                  APPLICATIONINSIGHTS_OPENTELEMETRY_RESOURCE_METRIC_DISABLED="false")
     assert (report["mode"], report["resource_metric_off"]) == ("app", "false")
+
+
+def test_the_resource_metric_stays_on_when_resource_attributes_are_set():
+    # It is the one item that carries them: whoever sets OTEL_RESOURCE_ATTRIBUTES wants to see them.
+    report = run(TUNING, OTEL_TRACES_SAMPLER="microsoft.rate_limited",
+                 OTEL_RESOURCE_ATTRIBUTES="deployment.environment=prod")
+    assert (report["mode"], report["resource_metric_off"]) == ("app", None)

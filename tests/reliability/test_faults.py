@@ -119,10 +119,31 @@ async def test_a_call_whose_budget_runs_out_while_it_waits_for_a_token_blames_th
         error = error_of(await get(), 504, "token_error")
         assert "managed-identity endpoint within the call's time limit" in error["message"]
         assert counts(control)["apim"] == 0
-        await asyncio.sleep(0.4)  # the shared fetch ends at its own limit, 0.6 s after it started
-        assert (await get()).status_code == 200
+        await until_a_call_succeeds()  # once the shared fetch has ended at its own limit
     finally:
         runtime.use_timeouts(runtime.RuntimeTimeouts())
+
+
+async def test_a_call_out_of_time_while_it_renews_after_apims_401_reports_the_401(use_stack, control):
+    # APIM took most of the budget to refuse the token: its 401 is the answer, not the renewal's delay.
+    runtime.use_timeouts(runtime.RuntimeTimeouts(apim=Timeouts(total=1.0, read=0.9), token_fetch=0.5))
+    try:
+        await use_stack("reader")
+        assert (await get()).status_code == 200
+        control.fault("apim", status=401, delay_ms=700, times=1)
+        control.fault("identity", status=429, retry_after=3600, times=1)
+        error_of(await get(), 401, "access_denied")
+        await until_a_call_succeeds()
+    finally:
+        runtime.use_timeouts(runtime.RuntimeTimeouts())
+
+
+async def until_a_call_succeeds() -> None:
+    for _ in range(50):  # up to 5 s of tries: a fetch still under way answers its waiters first
+        if (await get()).status_code == 200:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("no call succeeded once the faults were used up")
 
 async def test_a_failed_token_acquisition_is_exported_with_its_error_type(use_stack, control, backoff):
     await use_stack("reader")

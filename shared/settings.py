@@ -69,6 +69,7 @@ class TimerTarget:
 
 # Spaces, controls and invisible characters (U+200B, U+FEFF, …): in a URL or an App ID URI they are
 # copy-and-paste artefacts, and the value would fail only at call time, as a 404 or a refused token.
+# Cs is a lone surrogate, which yarl would silently drop from a URL, calling another one.
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
 
 
@@ -111,12 +112,11 @@ def _base_url(value: str) -> str:
 
 
 def _check_host(value: str) -> None:
-    """The host as a call will use it: parsed by yarl (as aiohttp does), then resolved (IDNA, 1-63 per label)."""
+    """The host as a call will use it: parsed by yarl (as aiohttp does), then resolved (IDNA, 1-63 per label).
+
+    After `_check_visible`, which has refused the lone surrogates that yarl would silently drop.
+    """
     problem = "its host is not a valid DNS name or IP address (labels of 1-63 letters, digits or '-')"
-    try:
-        value.encode("utf-8")  # yarl would silently drop a lone surrogate, and call another URL
-    except UnicodeEncodeError:
-        raise InvalidValue("contains characters that are not valid Unicode text.") from None
     try:
         host = yarl.URL(value).raw_host or ""
     except ValueError:  # UnicodeError is one: a host yarl refuses (one with U+200B, say)

@@ -78,12 +78,15 @@ class DependencySpanPolicy(AsyncHTTPPolicy[Any, Any]):
 
 
 def _propagate(span: Span, headers: MutableMapping[str, str]) -> None:
-    """W3C trace context headers for `span`, as TraceContextTextMapPropagator writes them.
+    """W3C trace context headers for `span`, as TraceContextTextMapPropagator writes them: none for an
+    invalid span (what the API's no-op tracer hands back when telemetry is off and no trace is current).
 
     Written out: the propagator first wraps the span in a new Context and looks it up
     again, which costs twice what formatting the header does, on every request.
     """
     context = span.get_span_context()
+    if not context.is_valid:
+        return
     headers["traceparent"] = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
     if context.trace_state:
         headers["tracestate"] = context.trace_state.to_header()

@@ -117,6 +117,32 @@ async def test_the_invocations_trace_state_travels_with_it():
     assert transport.sent[0].headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
 
 
+@pytest.mark.parametrize("parent", [None, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"])
+async def test_without_an_sdk_the_request_carries_what_the_w3c_propagator_would_write(parent):
+    # Telemetry off: the API's no-op tracer hands back the current span, or an invalid one when there is
+    # none, and the propagator writes nothing for an invalid span (an all-zero traceparent is not W3C).
+    from opentelemetry import context, trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from shared.tracing import remote_parent
+
+    transport = FakeTransport()
+    pipeline = AsyncPipeline(transport=transport, policies=[
+        DependencySpanPolicy("https://contoso.azure-api.net/orders", trace.NoOpTracer())])
+    current = remote_parent(parent) if parent else context.get_current()
+    expected: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(expected, current)
+    token = context.attach(current)
+    try:
+        await pipeline.run(HttpRequest("GET", "https://contoso.azure-api.net/orders/status"))
+    finally:
+        context.detach(token)
+
+    sent = transport.sent[0].headers
+    assert {name: sent[name] for name in ("traceparent", "tracestate") if name in sent} == expected
+    assert bool(expected) == bool(parent)
+
+
 @pytest.mark.parametrize(("url", "shown"), [
     ("https://h/p", "https://h/p"),
     ("https://h/p?", "https://h/p?"),

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -318,15 +317,14 @@ async def test_a_body_that_trickles_in_ends_within_the_read_and_total_budgets(se
     client = ApimClient(settings, {READER: TokenSource(StaticCredential("reader"), settings.scope, client_id=READER)},
                         timeouts=Timeouts(connect=0.2, read=0.5, total=1.5))
     script.responses = [trickle, trickle, trickle, trickle]
-    started = time.monotonic()
     try:
         with pytest.raises(UpstreamTimeout) as caught:
             await client.call("GET", "status")
     finally:
         await client.close()
+    # Unbounded, the first answer would complete (a 200 after 8 s); bounded only by the total, one send.
     assert caught.value.status == 504 and caught.value.code == "upstream_timeout"
-    assert time.monotonic() - started < 4  # bounded by the budgets, not by the last byte (8 s)
-    assert len(script.seen) == 2  # a read is retried while the total budget lasts
+    assert len(script.seen) == 2  # each send ended at the read limit, and retried while the total lasted
 
 
 @pytest.mark.parametrize(("headers", "expected"), [
@@ -407,11 +405,9 @@ async def test_the_total_budget_bounds_the_retry_waits_too(server):
     client = ApimClient(settings, {READER: TokenSource(StaticCredential("reader"), settings.scope, client_id=READER)},
                         timeouts=Timeouts(connect=0.2, read=0.5, total=0.6, max_retry_after=5))
     script.responses = [status(503, "3")]  # a wait azure-core would sleep through before checking its budget
-    started = time.monotonic()
     try:
         with pytest.raises(UpstreamTimeout):
             await client.call("GET", "status")
     finally:
         await client.close()
-    assert time.monotonic() - started < 2.5
-    assert len(script.seen) == 1
+    assert len(script.seen) == 1  # slept through, the wait would have ended in a retry (and its 200)

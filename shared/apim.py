@@ -51,7 +51,7 @@ from .errors import (
     connection_failure,
 )
 from .paths import build_url
-from .redaction import redact_exact
+from .redaction import known_secrets, redact_exact
 from .settings import Settings, is_loopback
 from .tokens import TokenSource, describe_token, no_token_in_time
 from .tracing import DependencySpanPolicy
@@ -251,6 +251,7 @@ class ApimClient:
         self.timeouts = timeouts or Timeouts()
         self.session = session or new_session()
         self.sources = dict(sources)
+        known_secrets.add_key(settings.subscription_key)  # redacted from every answer, whichever call it is to
         # For messages; worked out once, as a bad path needs them on the call's own path.
         self._base_setting, self._proxy_route = settings.name("APIM_BASE_URL"), settings.route("proxy")
         self._pipelines = {client_id: self._pipeline(source) for client_id, source in self.sources.items()}
@@ -313,12 +314,13 @@ class ApimClient:
         # Both are supported azure-core API; the policies, retries and timeouts work the same.
         request = HttpRequest(method.upper(), url, headers=headers, data=body)
         client_id = self.settings.client_id_for(method)
-        source = self.sources[client_id]
         result = await self._pipelines[client_id].run(request)
         http_response = result.http_response
         # The token this answer is to: on the request it answers (a resend after a 401 carries the new one).
         sent = result.http_request.headers.get("Authorization", "").removeprefix("Bearer ")
-        secrets = (sent, source.token.token if source.token else None, self.settings.subscription_key)
+        # Every key and token the process holds: an answer may echo another call's (an audit endpoint, say).
+        held = known_secrets.current()
+        secrets = held if sent in held else (sent, *held)
         status = http_response.status_code
         got = http_response.headers
         passed = {name: value for name in PASSED_HEADERS if name in got and (value := _field_value(got[name]))}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from . import handlers
+from .redaction import redact_library_logs
 from .settings import ROUTE_PREFIX, check_connection_name, routes, setting_name
 
 __all__ = ["FUNCTION_PREFIX", "ROUTE_PREFIX", "blueprint", "function_names", "routes"]
@@ -33,6 +34,7 @@ def function_names(connection: str | None = None) -> dict[str, str]:
 def blueprint(connection: str | None = None, *, timer: bool = True) -> func.Blueprint:
     """The proxy, health and (with `timer`) scheduled call of one API connection."""
     prefix = check_connection_name(connection)
+    redact_library_logs()  # from indexing on: in Azure the worker's exporter may log before the first call
     names, paths = function_names(prefix), routes(prefix)
     bp = func.Blueprint()
 

@@ -13,7 +13,7 @@ from . import telemetry
 from .apim import ApimClient, Timeouts
 from .credentials import IDENTITY_CONNECTION_TIMEOUT, IDENTITY_READ_TIMEOUT, create_credential
 from .errors import ConfigurationError
-from .redaction import redact_library_logs
+from .redaction import known_secrets
 from .settings import Settings, check_connection_name, load_settings
 from .tokens import FETCH_TIMEOUT_SECONDS, TokenSource
 
@@ -94,8 +94,6 @@ def get_runtime(connection: str | None = None) -> Runtime:
             raise settings.with_traceback(None)  # the same object every time: don't let tracebacks pile up
         telemetry.configure()  # first: the pipelines take the tracer it settles on
         runtime = _runtimes[key] = build_runtime(settings, _timeouts)
-        # After the credentials imported their modules; one filter for every connection's key.
-        redact_library_logs(secrets=[r.settings.subscription_key for r in _runtimes.values()])
     return runtime
 
 
@@ -104,5 +102,6 @@ async def reset_runtime() -> None:
     runtimes = list(_runtimes.values())
     _runtimes.clear()
     _settings.clear()
+    known_secrets.clear()
     for runtime in runtimes:
         await runtime.close()

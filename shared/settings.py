@@ -25,6 +25,7 @@ import yarl
 
 from .errors import BadRequest, ConfigurationError
 from .paths import build_url
+from .redaction import redact_query
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -64,7 +65,8 @@ class TimerTarget:
     query: str = ""
 
     def __str__(self) -> str:
-        return f"{self.path}?{self.query}" if self.query else self.path
+        """As logs, messages and `health` show it: query values redacted, as the dependency span shows them."""
+        return redact_query(f"{self.path}?{self.query}") if self.query else self.path
 
 
 # Spaces, controls and invisible characters (U+200B, U+FEFF, …): in a URL or an App ID URI they are

@@ -35,6 +35,7 @@ from opentelemetry._logs import get_logger_provider
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, Status, StatusCode
 
+from .redaction import PACKAGE_LOGGER, redact_library_logs
 from .tracing import remote_parent
 
 if TYPE_CHECKING:
@@ -67,8 +68,6 @@ _TRUE_LIKE = frozenset({"1", "true", "t", "yes", "y"})
 _FALSE_LIKE = frozenset({"0", "false", "f", "no", "n"})
 # The distro turns Live Metrics on and has no setting for it (up to 1.8 at least): this is the app's.
 LIVE_METRICS_SETTING = "TELEMETRY_LIVE_METRICS"
-# This package's logger: records of every module in it go to Application Insights when the app exports.
-PACKAGE_LOGGER = __package__ or __name__.rpartition(".")[0]
 
 
 def configure(environ: Mapping[str, str] | None = None) -> str:
@@ -83,6 +82,7 @@ def configure(environ: Mapping[str, str] | None = None) -> str:
     global _mode
     with _configure_lock:
         if _mode is None:
+            redact_library_logs()  # before an exporter and its credential exist
             _mode = _configure(os.environ if environ is None else environ)
             if _mode != "off":
                 _report_refused_telemetry_once()

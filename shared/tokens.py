@@ -33,6 +33,7 @@ from azure.identity.aio import ManagedIdentityCredential
 
 from . import telemetry
 from .errors import AppError, ConnectionFailure, TokenError, connection_failure
+from .redaction import known_secrets
 from .settings import setting_name
 
 __all__ = ["FETCH_TIMEOUT_SECONDS", "MIN_REMAINING_SECONDS", "REFRESH_MARGIN_SECONDS", "REFRESH_RETRY_SECONDS",
@@ -206,6 +207,7 @@ class TokenSource:
                          token_error(exc, connection=self.connection, identity_setting=self.identity_setting))
             else:
                 span.set_outcome("success", token)
+                known_secrets.add_token(token.token, token.expires_on)  # before any request carries it
                 self._token, self._fetched_at, self._refresh_failed_at = token, self._clock(), None
                 return token
             # Raised here, outside the except block, so the library's exception (whose text may

@@ -35,10 +35,11 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
+from .redaction import redact_query
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
-REDACTED = "REDACTED"
 # A W3C traceparent as OpenTelemetry's TraceContextTextMapPropagator matches it, and its tracestate limit.
 _TRACEPARENT = re.compile(r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*$")
 _MAX_TRACESTATE_LENGTH = 512
@@ -90,15 +91,6 @@ def _propagate(span: Span, headers: MutableMapping[str, str]) -> None:
     headers["traceparent"] = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
     if context.trace_state:
         headers["tracestate"] = context.trace_state.to_header()
-
-
-def redact_query(url: str) -> str:
-    """`url` with each query value replaced by REDACTED (names kept: they say what was asked)."""
-    base, mark, query = url.partition("?")
-    if not mark:
-        return url  # the common case, and no parsing for it
-    fields = (field.partition("=") for field in query.split("&") if field)
-    return base + "?" + "&".join(f"{name}={REDACTED}" if equals else name for name, equals, _ in fields)
 
 
 # Not TraceContextTextMapPropagator.extract(): its carrier getter, lists and regex look-up cost twice this per

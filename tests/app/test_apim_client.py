@@ -77,10 +77,13 @@ async def server() -> AsyncIterator[tuple[Script, str]]:
     await runner.cleanup()
 
 
+KEY = "k3y-0123456789abcdef0123456789ab"  # 32 characters, as APIM makes them
+
+
 @pytest.fixture
 async def client(server) -> AsyncIterator[ApimClient]:
     _, base = server
-    settings = Settings(apim_base_url=base, api_app_id_uri="api://contoso-orders", subscription_key="k3y",
+    settings = Settings(apim_base_url=base, api_app_id_uri="api://contoso-orders", subscription_key=KEY,
                         client_id=READER, write_client_id=WRITER)
     sources = {cid: TokenSource(StaticCredential(name), settings.scope, client_id=cid)
                for cid, name in ((READER, "reader"), (WRITER, "writer"))}
@@ -107,7 +110,7 @@ async def test_sends_token_key_and_uses_the_writer_for_writes(server, client):
     get, post = script.seen
     assert get["headers"]["Authorization"] == "Bearer reader-token-1"
     assert post["headers"]["Authorization"] == "Bearer writer-token-1"
-    assert get["headers"]["Ocp-Apim-Subscription-Key"] == "k3y"
+    assert get["headers"]["Ocp-Apim-Subscription-Key"] == KEY
     assert post["headers"]["Content-Type"] == "application/json"
     assert post["body"] == b'{"item": "x"}'
     assert get["path"] == "/orders/status"
@@ -127,7 +130,7 @@ async def test_requests_are_logged_only_at_debug_and_with_the_secrets_redacted(s
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == HTTP_LOG)
     assert "Request URL" in logged and "Response status: 200" in logged
     assert "Authorization" in logged and "reader-token" not in logged  # azure-core redacts the headers' values
-    assert "k3y" not in logged and "s3cret" not in logged
+    assert KEY not in logged and "s3cret" not in logged
     assert len(script.seen) == 2
 
 
@@ -295,7 +298,7 @@ async def test_no_answer_gives_back_the_token_or_the_key(server, client, code):
     except UpstreamError as error:
         returned = [json.dumps(error.to_json()), json.dumps(error.headers), str(error)]
     text = " ".join(returned)
-    assert "writer-token-1" not in text and "k3y" not in text
+    assert "writer-token-1" not in text and KEY not in text
     assert "[redacted]" in text
 
 

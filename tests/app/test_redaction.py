@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from shared.redaction import REDACTED, RedactingFilter, redact_exact, redact_library_logs, scrub
+from shared.redaction import REDACTED, known_secrets, redact_exact, redact_library_logs, scrub
 
 KEY = "0123456789abcdef0123456789abcdef"
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJhcGk6Ly94In0.c2lnbmF0dXJl"
@@ -37,28 +37,38 @@ def test_scrub_removes_known_secrets_of_any_shape(monkeypatch):
     assert scrub("key short-key-1", ["short-key-1"]) == f"key {REDACTED}"
 
 
-def test_the_filter_scrubs_message_arguments_and_tracebacks():
-    record = logging.LogRecord("azure.identity.x", logging.WARNING, __file__, 1, "failed: %s", (f"key {KEY}",), None)
+@pytest.fixture
+def held_key():
+    known_secrets.add_key(KEY)
+    yield KEY
+    known_secrets.clear()
+
+
+def test_library_records_are_redacted_as_they_are_made_messages_arguments_and_tracebacks(held_key):
+    redact_library_logs()
     try:
         raise ValueError(f"Content: {JWT}")
     except ValueError as exc:
-        record.exc_info = (type(exc), exc, exc.__traceback__)
-
-    assert RedactingFilter().filter(record)
+        record = logging.getLogRecordFactory()("azure.identity.x", logging.WARNING, __file__, 1, "failed: %s",
+                                               (f"key {held_key}",), (type(exc), exc, exc.__traceback__))
 
     text = logging.Formatter().format(record)
-    assert KEY not in text and JWT not in text
+    assert held_key not in text and JWT not in text
     assert f"failed: key {REDACTED}" in text and f"ValueError: Content: {REDACTED}" in text
 
 
-def test_every_library_logger_gets_one_filter_with_the_current_secrets():
-    child = logging.getLogger("azure.identity.test_redaction_child")
-    redact_library_logs(["first-secret-1"])
-    redact_library_logs(["second-secret"])
+def test_a_logger_made_after_the_set_up_is_redacted_too_in_every_form_a_secret_may_take(held_key, caplog):
+    redact_library_logs()
+    redact_library_logs()  # once per process: a second call changes nothing
+    percent = "".join(f"%{byte:02X}" for byte in held_key.encode())
+    late = logging.getLogger("azure.monitor.opentelemetry.exporter.test_redaction_late")  # made just now
+    with caplog.at_level(logging.INFO):
+        late.error("Data drop 400: %s", f"echoed {percent} and {held_key.upper()} and {JWT}")
+        logging.getLogger("someone.else").error("not ours: %s", held_key)  # the app's users' loggers are theirs
 
-    filters = [f for f in child.filters if isinstance(f, RedactingFilter)]
-    assert len(filters) == 1 and filters[0].secrets == ("second-secret",)
-    assert any(isinstance(f, RedactingFilter) for f in logging.getLogger("azure.core").filters)
+    [ours, theirs] = caplog.records
+    assert ours.getMessage() == f"Data drop 400: echoed {REDACTED} and {REDACTED} and {REDACTED}"
+    assert theirs.getMessage() == f"not ours: {held_key}"
 
 
 # --- redact_exact: the secrets we sent, in the forms an API echoes them back in ----------------------

@@ -72,8 +72,9 @@ SUBSCRIPTION_KEY_HEADER = "Ocp-Apim-Subscription-Key"
 HTTP_LOGGING_LEVEL = logging.DEBUG
 # The 4xx answers a retry can fix: request timeout and throttling.
 RETRYABLE_CLIENT_ERRORS = (408, 429)
-# Response headers worth passing back to the caller.
+# Response headers worth passing back to the caller; of a list-valued one, every line (RFC 9110 §5.3).
 PASSED_HEADERS = ("Location", "ETag", "Retry-After", "Cache-Control")
+_LIST_HEADERS = frozenset({"Cache-Control"})
 # A header value passed back: visible ASCII, spaces and tabs inside (RFC 9110's field-value without obs-text).
 # aiohttp hands over any bytes, undecodable ones as surrogates: such a value is dropped, never repaired.
 _FIELD_VALUE = re.compile(r"[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?")
@@ -151,6 +152,11 @@ class WriteSafeRetryPolicy(AsyncRetryPolicy[Any, Any]):
 
     def get_retry_after(self, response: PipelineResponse[Any, Any]) -> float | None:
         return retry_after_seconds(response.http_response.headers)
+
+    def increment(self, settings: dict[str, Any], response: Any = None, error: Any = None) -> bool:
+        if error is not None and connection_failure(error) is ConnectionFailure.MALFORMED:
+            return False  # not a connection that failed: the same request gets the same answer
+        return bool(super().increment(settings, response=response, error=error))
 
     def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
         status = response.http_response.status_code
@@ -323,7 +329,8 @@ class ApimClient:
         secrets = held if sent in held else (sent, *held)
         status = http_response.status_code
         got = http_response.headers
-        passed = {name: value for name in PASSED_HEADERS if name in got and (value := _field_value(got[name]))}
+        passed = {name: value for name in PASSED_HEADERS if name in got and (value := _field_value(
+            ", ".join(got.getall(name)) if name in _LIST_HEADERS else got[name]))}
         content_type = _field_value(http_response.headers.get("Content-Type"))  # None: the caller's fallback
         return ApimResponse(
             status=status,
@@ -338,6 +345,8 @@ class ApimClient:
     def _raise_for_status(self, method: str, response: ApimResponse, content_type: str | None) -> None:
         """APIM's refusals (401, 403, 415, 429) and 5xx as typed errors; any other answer is the API's own."""
         status = response.status
+        if not 100 <= status <= 599:
+            raise UpstreamError(f"APIM answered with {status}, which is not an HTTP status.", status=502)
         if status < 500 and status not in (401, 403, 415, 429):
             return  # the API's own answer (2xx, 3xx, 404, 400, …) goes back as it is
         message = hints.apim_message(response.body, secrets=(self.settings.subscription_key,))
@@ -375,13 +384,22 @@ def _transport_error(exc: BaseException, settings: Settings) -> AppError:
                                    hint=f"Check {settings.name('APIM_BASE_URL')} and that the gateway is reachable.")
     if failure is ConnectionFailure.BROKEN:
         return UpstreamUnavailable("The connection to APIM failed before a complete answer.")
+    if failure is ConnectionFailure.MALFORMED:
+        return UpstreamUnavailable("APIM's answer was not valid HTTP (a bad status line, header or chunk).",
+                                   hint="The API behind APIM, or a proxy on the way, sent an answer that breaks "
+                                        "HTTP/1.1 (a 204 with a body, say): see APIM's trace for the call.")
     return UnexpectedError("Unexpected error while calling the API.", cause=type(exc))
+
+
+# One header line of an answer: aiohttp's default (8190 bytes) refuses a long Link or Set-Cookie an API may send.
+MAX_HEADER_BYTES = 64 * 1024
 
 
 def new_session() -> aiohttp.ClientSession:
     """The process-wide session (each request sent is traced by DependencySpanPolicy)."""
     connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300, keepalive_timeout=60)
-    return aiohttp.ClientSession(connector=connector)
+    return aiohttp.ClientSession(connector=connector, max_line_size=MAX_HEADER_BYTES,
+                                 max_field_size=MAX_HEADER_BYTES)
 
 
 def _ms_since(started: float) -> float:

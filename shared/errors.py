@@ -175,6 +175,7 @@ class ConnectionFailure(enum.Enum):
     TIMEOUT = "did not answer in time"
     NOT_CONNECTED = "could not be reached"
     BROKEN = "failed before a complete answer"
+    MALFORMED = "answered with something that is not valid HTTP"  # a bad status line or chunk, say
 
 
 def connection_failure(exc: BaseException) -> ConnectionFailure | None:
@@ -185,6 +186,9 @@ def connection_failure(exc: BaseException) -> ConnectionFailure | None:
     """
     if isinstance(exc, ServiceRequestTimeoutError | ServiceResponseTimeoutError | asyncio.TimeoutError):
         return ConnectionFailure.TIMEOUT
+    # aiohttp's parser refuses an answer with ClientResponseError itself (its subclasses are other failures).
+    if type(getattr(exc, "inner_exception", exc)) is aiohttp.ClientResponseError:
+        return ConnectionFailure.MALFORMED
     if isinstance(exc, ServiceRequestError):
         # azure-core's aiohttp transport raises ServiceRequestError for any failure before a response,
         # a connection closed after the request went out included: that one is not "could not connect".

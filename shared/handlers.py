@@ -13,6 +13,7 @@ import azure.functions as func
 
 from . import telemetry
 from .errors import AppError, BadRequest, BodyTooLarge, ConfigurationError, UnexpectedError, UpstreamError
+from .paths import without_function_key
 from .runtime import get_runtime, settings_or_error
 from .settings import routes
 from .tokens import token_report
@@ -34,7 +35,7 @@ async def forward(req: func.HttpRequest, context: func.Context | None = None,
         try:
             body, content_type = _request_body(req)
             response = await get_runtime(connection).client.call(
-                req.method, req.route_params.get("path", ""), query=urlsplit(req.url).query,
+                req.method, req.route_params.get("path", ""), query=without_function_key(urlsplit(req.url).query),
                 body=body, content_type=content_type)
         except Exception as exc:
             return _error_response(exc, f"{req.method} /api/{routes(connection)['proxy']}")

@@ -119,8 +119,19 @@ def _token_hint(identity: str, claims: dict[str, Any], settings: Settings) -> st
         return ("APIM rejected the token. Check that the identity exists and is assigned to this app, and that "
                 f"{settings.name('API_APP_ID_URI')} matches the API's app registration.")
     audience = claims.get("aud")
+    asked = settings.api_app_id_uri
+    if isinstance(audience, str) and _is_uri(audience) and audience.rstrip("/") != asked.rstrip("/"):
+        # Entra puts the App ID URI asked for in a v1 token's aud (a v2 token has the API's client ID).
+        return (f"APIM rejected the token of identity {identity}: its audience is {audience!r}, but the app asked "
+                f"for {asked!r} ({settings.name('API_APP_ID_URI')}). The identity endpoint answered for another "
+                "resource: on a laptop, check which endpoint IDENTITY_ENDPOINT names.")
     return (f"APIM rejected the token of identity {identity} (audience {audience!r}, tenant {claims.get('tid')!r}). "
             f"If the audience is not the API's ({settings.api_app_id_uri!r} or its client ID), fix "
             f"{settings.name('API_APP_ID_URI')}; "
             "otherwise check validate-azure-ad-token in the API policy: its tenant, its audiences, and that "
             f"{identity} is one of its client-application-ids.")
+
+
+def _is_uri(audience: str) -> bool:
+    """An App ID URI (api://…, https://…), not a client ID: what Entra puts in a v1 token's aud."""
+    return "://" in audience

@@ -15,10 +15,11 @@ from urllib.parse import SplitResult, quote, unquote_plus, urlsplit
 from .errors import BadRequest
 
 __all__ = ["FUNCTION_KEY_PARAM", "MAX_PATH_LENGTH", "SUBSCRIPTION_KEY_PARAM", "build_url", "encoded_path",
-           "forwarded_query"]
+           "forwarded_query", "without_function_key"]
 
-# Query parameters never forwarded: the Functions key, and a key that would override ours.
+# The host's function key, in the proxy's own query: the caller's key to the host, never the API's.
 FUNCTION_KEY_PARAM = "code"
+# Never sent: a key that would override ours.
 SUBSCRIPTION_KEY_PARAM = "subscription-key"
 
 _SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
@@ -46,10 +47,14 @@ def build_url(base_url: str, path: str, query: str = "", *, base_setting: str = 
 
 
 def encoded_path(path: str, base_setting: str = "APIM_BASE_URL", proxy_route: str | None = "/api/apim") -> str:
-    """`path` checked and percent-encoded, without its leading and trailing slashes; or BadRequest."""
+    """`path` checked and percent-encoded, without its leading slashes; or BadRequest.
+
+    A trailing slash is kept: to many APIs `items/` is not `items` (Django answers a redirect).
+    """
     if len(path) <= MAX_PATH_LENGTH and _PLAIN_PATH.fullmatch(path):
         return path
-    return "/".join(quote(s, safe=_SEGMENT_SAFE) for s in _safe_segments(path, base_setting, proxy_route))
+    encoded = "/".join(quote(s, safe=_SEGMENT_SAFE) for s in _safe_segments(path, base_setting, proxy_route))
+    return encoded + "/" if path.endswith("/") else encoded
 
 
 def _safe_segments(path: str, base_setting: str, proxy_route: str | None) -> list[str]:
@@ -91,8 +96,21 @@ def _base_parts(base_url: str) -> SplitResult:
     return urlsplit(base_url.rstrip("/") + "/")
 
 
+def without_function_key(query: str) -> str:
+    """The proxy's query without the host's function key, every other field as it came.
+
+    The host accepts the key as `code` in any case (ASP.NET query names are case-insensitive),
+    so `?CODE=<key>` authenticates too and is not passed on either.
+    """
+    if not query:
+        return ""
+    # Decoded as the host decodes it: `co%64e` is the key too. Checking each field is forwarded_query's.
+    return "&".join(field for field in query.split("&")
+                    if unquote_plus(field.partition("=")[0]).lower() != FUNCTION_KEY_PARAM)
+
+
 def forwarded_query(query: str) -> str:
-    """The caller's query as it came, minus the Functions key; refuses control characters and our key's name.
+    """The query as it came; refuses control characters and our key's name.
 
     Field by field, never parsed and encoded again: `?flag`, `?$count` and `a=1;b=2` reach the API as
     they were sent (parse_qsl() and urlencode() would make them `flag=`, `%24count=` and `a=1%3Bb%3D2`).
@@ -104,8 +122,10 @@ def forwarded_query(query: str) -> str:
         raise BadRequest("The query string contains control characters (such as CR or LF).")
     # Each kept field as sent, but for characters a query cannot hold: a raw '#' would end it early,
     # and a '%' that starts no escape ("100%") is sent as the escape of itself.
-    return "&".join(_STRAY_PERCENT.sub("%25", quote(field, safe=_QUERY_SAFE)) for field in query.split("&")
-                    if _decoded_name(field).lower() != FUNCTION_KEY_PARAM)
+    fields = query.split("&")
+    for field in fields:
+        _decoded_name(field)  # checks its name and value
+    return "&".join(_STRAY_PERCENT.sub("%25", quote(field, safe=_QUERY_SAFE)) for field in fields)
 
 
 def _decoded_name(field: str) -> str:
@@ -120,8 +140,6 @@ def _decoded_name(field: str) -> str:
         raise BadRequest("The query string contains encoded control characters (such as %0d%0a).")
     if name.lower() == SUBSCRIPTION_KEY_PARAM:
         raise BadRequest("Do not pass 'subscription-key': the function adds its own APIM subscription key.")
-    # The host accepts the key as `code` in any case (ASP.NET query names are case-insensitive),
-    # so `?CODE=<key>` authenticates too and must not be passed on either.
     return name
 
 

@@ -7,6 +7,7 @@ its runtime once and every later one (on the worker's single event loop) reuses 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from . import telemetry
@@ -31,11 +32,20 @@ class RuntimeTimeouts:
     token_fetch: float = FETCH_TIMEOUT_SECONDS  # one whole fetch, retries and waits included
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 @dataclass
 class Runtime:
     settings: Settings
     client: ApimClient
     token_sources: dict[str | None, TokenSource]
+    # The loop it runs on: its session, connections and token fetch in flight belong to that loop.
+    loop: asyncio.AbstractEventLoop | None = field(default_factory=_running_loop)
 
     def token_source(self, method: str = "GET") -> TokenSource:
         return self.client.source_for(method)
@@ -85,16 +95,33 @@ def settings_or_error(connection: str | None = None) -> Settings | Configuration
 
 
 def get_runtime(connection: str | None = None) -> Runtime:
-    """A connection's runtime; raises ConfigurationError naming each bad setting. Call from the event loop."""
+    """A connection's runtime; raises ConfigurationError naming each bad setting, or a loop other than its own.
+
+    Call from the event loop (the one every call of the process runs on).
+    """
     key = check_connection_name(connection)
     runtime = _runtimes.get(key)
-    if runtime is None:
-        settings = settings_or_error(key)
-        if isinstance(settings, ConfigurationError):
-            raise settings.with_traceback(None)  # the same object every time: don't let tracebacks pile up
-        telemetry.configure()  # first: the pipelines take the tracer it settles on
-        runtime = _runtimes[key] = build_runtime(settings, _timeouts)
+    if runtime is not None:
+        loop = _running_loop()
+        if loop is not None and loop is not runtime.loop:
+            raise _on_another_loop(runtime)
+        return runtime
+    settings = settings_or_error(key)
+    if isinstance(settings, ConfigurationError):
+        raise settings.with_traceback(None)  # the same object every time: don't let tracebacks pile up
+    telemetry.configure()  # first: the pipelines take the tracer it settles on
+    runtime = _runtimes[key] = build_runtime(settings, _timeouts)
     return runtime
+
+
+def _on_another_loop(runtime: Runtime) -> ConfigurationError:
+    # One session and one token cache per process is the point: a runtime per loop would fetch a token
+    # and open a connection per asyncio.run(), and could not close them once that loop is closed.
+    first = "is closed" if runtime.loop is None or runtime.loop.is_closed() else "is another one, still running"
+    return ConfigurationError([
+        f"API calls of this connection run on the event loop of its first call, and that loop {first} "
+        "(asyncio.run() in a sync function, or a thread of its own?). Call api() from async functions "
+        "(async def): the Functions worker runs them all on its one event loop."])
 
 
 async def reset_runtime() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -206,10 +207,13 @@ class TokenSource:
                 error = (no_token_in_time(f"{self.fetch_timeout:g} s") if limit.expired() else
                          token_error(exc, connection=self.connection, identity_setting=self.identity_setting))
             else:
-                span.set_outcome("success", token)
-                known_secrets.add_token(token.token, token.expires_on)  # before any request carries it
-                self._token, self._fetched_at, self._refresh_failed_at = token, self._clock(), None
-                return token
+                unusable = _unusable(token, self._clock())
+                if unusable is None:
+                    span.set_outcome("success", token)
+                    known_secrets.add_token(token.token, token.expires_on)  # before any request carries it
+                    self._token, self._fetched_at, self._refresh_failed_at = token, self._clock(), None
+                    return token
+                error = unusable
             # Raised here, outside the except block, so the library's exception (whose text may
             # quote the endpoint's answer) is not even chained to ours as __context__.
             if current is not None and self._usable(current) and not bypass_cache:
@@ -247,6 +251,30 @@ _IDENTITY_UNREACHABLE_HINT = (
     "IDENTITY_ENDPOINT is its current value.")
 
 
+def _unusable(token: AccessTokenInfo, now: float) -> TokenError | None:
+    """Why a token the credential handed back cannot be used, or None. Its expiry decides every refresh:
+    one that is not a time (an int past what a float holds, NaN) would fail each later call instead."""
+    if not token.token:
+        return _not_a_token_response("no access_token")
+    try:
+        expires_on = float(token.expires_on)
+    except (TypeError, ValueError, OverflowError):
+        expires_on = math.nan
+    if not math.isfinite(expires_on):
+        return _not_a_token_response("its expiry is not a time")
+    if expires_on <= now:
+        when = _iso(expires_on) or expires_on
+        return TokenError(f"The identity endpoint handed out a token that expired at {when}, before it arrived.",
+                          hint="Its clock and this machine's disagree: on a laptop, check this machine's clock; "
+                               "in Azure, retry.")
+    return None
+
+
+def _not_a_token_response(detail: str) -> TokenError:
+    return TokenError(f"The identity endpoint's answer was not a token response ({detail}).",
+                      hint="In Azure this is transient: retry.")
+
+
 def no_token_in_time(limit: str) -> TokenError:
     """No token within `limit` ("30 s", "the call's time limit"): the endpoint was slow, or asked to wait."""
     return TokenError(f"No token from the managed-identity endpoint within {limit} (azure-identity's retries, "
@@ -267,6 +295,13 @@ def token_error(exc: BaseException, *, connection: str | None = None,
     read_identity = setting_name("MANAGED_IDENTITY_CLIENT_ID", connection)
     identity = identity_setting or read_identity
     audience = setting_name("API_APP_ID_URI", connection)
+    if isinstance(exc, ClientAuthenticationError) and exc.response is not None:
+        # An answer came back, whatever the type says: azure-identity raises CredentialUnavailableError
+        # for an answer that is not JSON too (an HTML error page), and its status tells what it was.
+        return _identity_failure(exc, identity, audience)
+    if isinstance(exc, ValueError | TypeError | KeyError | OverflowError):
+        # azure-identity reads the answer's fields itself (`int(expires_on)`), and raises what Python raises.
+        return _not_a_token_response("a field azure-identity could not read")
     if isinstance(exc, CredentialUnavailableError):
         # Without the write setting, writes use the read identity: only with neither set is it `az login`.
         unset = identity if identity == read_identity else f"{read_identity} and {identity}"
@@ -287,6 +322,8 @@ def token_error(exc: BaseException, *, connection: str | None = None,
     if failure is ConnectionFailure.BROKEN:
         return TokenError("The connection to the managed-identity endpoint failed before a complete answer.",
                           hint=_IDENTITY_UNREACHABLE_HINT)
+    if failure is ConnectionFailure.MALFORMED:
+        return _not_a_token_response("not valid HTTP")
     return TokenError("Unexpected error while getting an access token.")
 
 
@@ -295,8 +332,7 @@ def _identity_failure(exc: ClientAuthenticationError, identity: str, audience: s
     # answer; the HTTP status it carries (when there was a response) tells them apart.
     status = exc.status_code if exc.response is not None else None
     if status is not None and status < 400:
-        return TokenError("The identity endpoint's answer was not a token response (malformed JSON or no "
-                          "access_token).", hint="In Azure this is transient: retry.")
+        return _not_a_token_response("malformed JSON or no access_token")
     if status == 500:
         # App Service answers this one vague 500 for any token Entra refuses, as well as for its own failures.
         return TokenError("The identity endpoint failed with HTTP 500, also after azure-identity's retries.",

@@ -45,7 +45,8 @@ def refusal(message: str, status: int | None = None) -> ClientAuthenticationErro
     (refusal("anything", 200), 502, "not a token response"),
     (ServiceResponseTimeoutError("slow"), 504, "did not answer in time"),
     (ServiceRequestError("library text", error=REFUSED), 502, "Could not connect to the managed-identity endpoint"),
-    (ValueError("library text"), 502, "Unexpected error while getting an access token"),
+    (ValueError("library text"), 502, "not a token response"),  # azure-identity's int(expires_on), say
+    (RuntimeError("library text"), 502, "Unexpected error while getting an access token"),
 ])
 def test_a_credential_failure_becomes_a_token_error_in_our_words(exc, status, words):
     error = token_error(exc)

@@ -162,6 +162,8 @@ class WriteSafeRetryPolicy(AsyncRetryPolicy[Any, Any]):
         status = response.http_response.status_code
         if status < 400:
             return False  # as azure-core decides too; the common case skips reading Retry-After headers
+        if status > 599:
+            return False  # not an HTTP status (azure-core's list of retried ones runs to 998)
         if status < 500 and status not in RETRYABLE_CLIENT_ERRORS:
             # azure-core retries any response that has a Retry-After; on a 4xx it only sets a wait
             # (APIM's quota policy answers 403 with one until the quota period renews).

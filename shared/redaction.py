@@ -68,8 +68,8 @@ class KnownSecrets:
 
     An answer may echo any of them, not only what its own request carried: an API's
     audit endpoint shows a writer's token to a reader, a resend's answer the token
-    refused a moment ago. A token is kept until it expires (the most recent
-    MAX_TOKENS of them). Read from any thread; changed from the event loop's.
+    refused a moment ago. A token is kept until it expires (at most MAX_TOKENS of them:
+    beyond, the one that expires first goes). Read from any thread; changed from the event loop's.
     """
 
     MAX_TOKENS = 16
@@ -98,8 +98,8 @@ class KnownSecrets:
             now = time.time()
             self._tokens = {held: ends for held, ends in self._tokens.items() if ends > now}
             self._tokens[token] = expires_on
-            while len(self._tokens) > self.MAX_TOKENS:
-                del self._tokens[next(iter(self._tokens))]
+            while len(self._tokens) > self.MAX_TOKENS:  # the one that expires first: the least likely in use
+                del self._tokens[min(self._tokens, key=self._tokens.__getitem__)]
             self._publish()
 
     def clear(self) -> None:
@@ -264,9 +264,23 @@ def _redact_record(record: logging.LogRecord, redact: Callable[[str], str]) -> N
     if redacted != message or record.args:
         record.msg, record.args = redacted, None
     if record.exc_info and record.exc_info[1] is not None:
-        # Formatters print exc_text when it is set; exc_info itself could be read by a handler.
-        record.exc_text = redact("".join(traceback.format_exception(*record.exc_info))).rstrip()
-        record.exc_info = None
+        text = "".join(traceback.format_exception(*record.exc_info))
+        redacted = redact(text)
+        if redacted != text:
+            # Formatters print exc_text when it is set; OpenTelemetry's handler reads exc_info, so it gets a twin.
+            record.exc_text = redacted.rstrip()
+            record.exc_info = _redacted_exc_info(record.exc_info[1], redact)
+
+
+def _redacted_exc_info(exc: BaseException, redact: Callable[[str], str]) -> tuple[type[BaseException],
+                                                                                   BaseException, Any]:
+    """A stand-in for `exc` that App Insights still shows as an exception of its type, at the same frames, with
+    its message redacted and without its chain (a library's own exceptions may quote what it was answered)."""
+    kind = type(exc)
+    twin: type[BaseException] = type(kind.__name__, (Exception,), {"__module__": kind.__module__,
+                                                                   "__qualname__": kind.__qualname__})
+    stand_in = twin(redact(str(exc)))
+    return twin, stand_in.with_traceback(exc.__traceback__), exc.__traceback__
 
 
 _install_lock = threading.Lock()

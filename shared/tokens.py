@@ -299,7 +299,7 @@ def token_error(exc: BaseException, *, connection: str | None = None,
         # An answer came back, whatever the type says: azure-identity raises CredentialUnavailableError
         # for an answer that is not JSON too (an HTML error page), and its status tells what it was.
         return _identity_failure(exc, identity, audience)
-    if isinstance(exc, ValueError | TypeError | KeyError | OverflowError):
+    if isinstance(exc, ValueError | TypeError | KeyError | OverflowError) and _raised_in(exc, "azure.identity"):
         # azure-identity reads the answer's fields itself (`int(expires_on)`), and raises what Python raises.
         return _not_a_token_response("a field azure-identity could not read")
     if isinstance(exc, CredentialUnavailableError):
@@ -325,6 +325,15 @@ def token_error(exc: BaseException, *, connection: str | None = None,
     if failure is ConnectionFailure.MALFORMED:
         return _not_a_token_response("not valid HTTP")
     return TokenError("Unexpected error while getting an access token.")
+
+
+def _raised_in(exc: BaseException, package: str) -> bool:
+    """Whether the innermost frame of `exc`'s traceback is in `package` (not, say, in urllib parsing a URL)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", "")) if tb is not None else ""
+    return module == package or module.startswith(package + ".")
 
 
 def _identity_failure(exc: ClientAuthenticationError, identity: str, audience: str) -> TokenError:

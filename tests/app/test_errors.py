@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -35,6 +36,23 @@ def refusal(message: str, status: int | None = None) -> ClientAuthenticationErro
     return error
 
 
+def raised(kind: type[Exception], text: str) -> Exception:
+    try:
+        raise kind(text)
+    except Exception as exc:
+        return exc
+
+
+def raised_by_urlsplit() -> Exception:
+    try:
+        urlsplit("http://[::1/msi/token")
+    except ValueError as exc:
+        return exc
+    raise AssertionError("urlsplit took an invalid IPv6 address")
+
+
+# What azure-identity raises itself reading an answer (`int(expires_on)`) is "not a token response": see
+# tests/reliability/test_odd_answers.py, which has the real credential read one.
 @pytest.mark.parametrize(("exc", "status", "words"), [
     (CredentialUnavailableError("no endpoint"), 502, "not available here"),
     (refusal("AADSTS500011: The resource principal named api://x was not found", 400), 502, "check API_APP_ID_URI"),
@@ -45,7 +63,8 @@ def refusal(message: str, status: int | None = None) -> ClientAuthenticationErro
     (refusal("anything", 200), 502, "not a token response"),
     (ServiceResponseTimeoutError("slow"), 504, "did not answer in time"),
     (ServiceRequestError("library text", error=REFUSED), 502, "Could not connect to the managed-identity endpoint"),
-    (ValueError("library text"), 502, "not a token response"),  # azure-identity's int(expires_on), say
+    (raised(ValueError, "library text"), 502, "Unexpected error while getting an access token"),
+    (raised_by_urlsplit(), 502, "Unexpected error while getting an access token"),  # a bad IDENTITY_ENDPOINT
     (RuntimeError("library text"), 502, "Unexpected error while getting an access token"),
 ])
 def test_a_credential_failure_becomes_a_token_error_in_our_words(exc, status, words):

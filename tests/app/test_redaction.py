@@ -8,12 +8,14 @@ import json
 import logging
 import re
 import sys
+import time
+import traceback
 import tracemalloc
 from urllib.parse import unquote
 
 import pytest
 
-from shared.redaction import REDACTED, known_secrets, redact_exact, redact_library_logs, scrub
+from shared.redaction import REDACTED, KnownSecrets, known_secrets, redact_exact, redact_library_logs, scrub
 
 KEY = "0123456789abcdef0123456789abcdef"
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJhcGk6Ly94In0.c2lnbmF0dXJl"
@@ -56,6 +58,36 @@ def test_library_records_are_redacted_as_they_are_made_messages_arguments_and_tr
     text = logging.Formatter().format(record)
     assert held_key not in text and JWT not in text
     assert f"failed: key {REDACTED}" in text and f"ValueError: Content: {REDACTED}" in text
+
+
+def test_an_exception_stays_an_exception_of_its_type_for_handlers_that_read_exc_info(held_key):
+    redact_library_logs()
+    make = logging.getLogRecordFactory()
+    records = []
+    for text in (f"echoed {held_key}", "nothing secret"):
+        try:
+            raise ConnectionError(text)
+        except ConnectionError as exc:
+            records.append(make("azure.core.x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info()))
+            original = exc
+    redacted, clean = records
+    kind, value, tb = redacted.exc_info
+    assert (kind.__name__, str(value), tb is not None) == ("ConnectionError", f"echoed {REDACTED}", True)
+    assert held_key not in "".join(traceback.format_exception(*redacted.exc_info))
+    assert "ConnectionError: echoed [redacted]" in logging.Formatter().format(redacted)
+    assert clean.exc_info[1] is original  # nothing to take out: the record keeps its own exception
+
+
+def test_the_tokens_that_expire_last_are_kept_when_there_are_too_many():
+    secrets = KnownSecrets()
+    secrets.add_token("token-in-use-for-a-day", time.time() + 86_400)
+    for number in range(KnownSecrets.MAX_TOKENS + 4):
+        secrets.add_token(f"token-of-an-hour-{number}", time.time() + 3600 + number)
+    assert "token-in-use-for-a-day" in secrets.current() and len(secrets.current()) == KnownSecrets.MAX_TOKENS
+    assert "token-of-an-hour-0" not in secrets.current()
+    secrets.add_token("expired-token", time.time() - 1)
+    secrets.add_token("another-token", time.time() + 60)
+    assert "expired-token" not in secrets.current()
 
 
 def test_a_logger_made_after_the_set_up_is_redacted_too_in_every_form_a_secret_may_take(held_key, caplog):

@@ -132,8 +132,9 @@ def redact_exact(data: AnyStr, secrets: Iterable[str | None]) -> AnyStr:
     other letter case if it has one case only (a hex key), percent-encoded byte by byte and
     in base64 (either alphabet, at any alignment: the header `Bearer <token>` encoded, say);
     a token's signature on its own too (a token shown in parts); in bytes, each of those in
-    UTF-8, UTF-16 and UTF-32 (a body in that charset). A clean answer is not copied. Not
-    found: base64 broken into lines (MIME's 76 characters a line).
+    UTF-8 and UTF-16 (a body in that charset). A clean answer is not copied. Not found: base64
+    broken into lines (MIME's 76 characters a line), UTF-32 (which the web does not use, and whose
+    forms would take four times the memory).
     """
     forms = _prepared(tuple(secrets))
     if isinstance(data, bytes):
@@ -149,7 +150,7 @@ def redact_exact(data: AnyStr, secrets: Iterable[str | None]) -> AnyStr:
 # A larger answer is searched as it is, so that it is not copied.
 _TEXT_VIEW_LIMIT = 4096
 # A byte that an answer must have for some forms to be in it: '%' for the percent-encoded ones, and
-# NUL for those in UTF-16 and UTF-32 (of ASCII text). Looked for as ints: plain byte searches.
+# NUL for those in UTF-16 (of ASCII text). Looked for as ints: plain byte searches.
 _PERCENT, _NUL = ord("%"), 0
 
 
@@ -198,7 +199,7 @@ def _prepared(secrets: tuple[str | None, ...]) -> _Forms:
     texts = {form for secret in secrets if secret and len(secret) >= MIN_SECRET_LENGTH
              for part in _parts(secret) for form in _text_forms(part)}
     replacements = {text.encode("utf-8", "surrogateescape"): _REDACTED_BYTES for text in texts}
-    for codec in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):  # replaced in the body's own encoding
+    for codec in ("utf-16-le", "utf-16-be"):  # replaced in the body's own encoding
         replacements |= {text.encode(codec, "surrogatepass"): REDACTED.encode(codec) for text in texts}
     by_marker: dict[int | None, list[tuple[bytes, tuple[str, bytes]]]] = {}
     for needle, replacement in replacements.items():
@@ -247,12 +248,12 @@ def _platform_secrets() -> tuple[str, ...]:
 
 def redact_log_text(text: str) -> str:
     """`text` with every secret we hold (in each form `redact_exact` knows) and every secret shape scrubbed."""
-    secrets = (*known_secrets.current(), *_platform_secrets())
-    return scrub(redact_exact(text, secrets), secrets)
+    return scrub(_redact_held(text), known_secrets.current())
 
 
 def _redact_held(text: str) -> str:
-    return redact_exact(text, (*known_secrets.current(), *_platform_secrets()))
+    # Two look-ups, not one of both: the held secrets' forms are the ones every answer is redacted with.
+    return redact_exact(redact_exact(text, known_secrets.current()), _platform_secrets())
 
 
 def _redact_record(record: logging.LogRecord, redact: Callable[[str], str]) -> None:

@@ -291,7 +291,8 @@ class _Attached:
 
 
 def _token_attributes(client_id: str, scope: str, source: str) -> dict[str, str]:
-    return {"token.client_id": client_id, "token.audience": scope, "token.source": source}
+    # The audience is the scope's resource: `api://contoso-orders` for `api://contoso-orders/.default`.
+    return {"token.client_id": client_id, "token.audience": scope.removesuffix("/.default"), "token.source": source}
 
 
 def _expiry_text(expires_on: int) -> str:

@@ -3,8 +3,11 @@
 One span per request sent (a retry, or the resend after a 401, is a request of its
 own), of kind CLIENT, with the attributes the Azure Monitor exporter turns into an
 HTTP dependency: `http.request.method`, `url.full` (query values redacted: a query
-may carry a key), `server.address` and `server.port` (the dependency's target),
-`http.response.status_code` (its result code), and the span's own duration. The
+may carry a key), `url.scheme`, `server.address` and `server.port` (the dependency's
+target: the exporter leaves out a port that is the scheme's default only when it knows
+the scheme), `http.response.status_code` (its result code), and the span's own duration.
+A send that got no answer carries `apim.error_type`, the only attribute that shows in
+the item's customDimensions: the exporter drops every `http.*` one from them. The
 request carries the span's W3C `traceparent`, so APIM's own telemetry joins the
 invocation's trace, sampled or not.
 
@@ -14,6 +17,7 @@ and `tracestate`) into the Context that OpenTelemetry's W3C propagator would mak
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import MutableMapping
@@ -35,11 +39,13 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
+from .deadline import CONTEXT_KEY as DEADLINE_KEY
 from .redaction import redact_query
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
+ERROR_TYPE = "apim.error_type"
 # A W3C traceparent as OpenTelemetry's TraceContextTextMapPropagator matches it, and its tracestate limit.
 _TRACEPARENT = re.compile(r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*$")
 _MAX_TRACESTATE_LENGTH = 512
@@ -54,7 +60,8 @@ class DependencySpanPolicy(AsyncHTTPPolicy[Any, Any]):
         parts = urlsplit(base_url)
         self.tracer = tracer
         self.server: dict[str, str | int] = {
-            "server.address": parts.hostname or "", "server.port": parts.port or DEFAULT_PORTS.get(parts.scheme, 443)}
+            "url.scheme": parts.scheme, "server.address": parts.hostname or "",
+            "server.port": parts.port or DEFAULT_PORTS.get(parts.scheme, 443)}
 
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         http_request = request.http_request
@@ -65,8 +72,8 @@ class DependencySpanPolicy(AsyncHTTPPolicy[Any, Any]):
         try:
             response = await self.next.send(request)
         except BaseException as exc:
-            # Not "error.type": the Azure Monitor exporter drops that standard name from a span's properties.
-            span.set_attribute("http.error_type", type(exc).__name__)
+            # Not "error.type" or "http.…": the Azure Monitor exporter drops those from a span's properties.
+            span.set_attribute(ERROR_TYPE, _error_type(exc, request))
             span.set_status(StatusCode.ERROR)
             span.end()
             raise
@@ -76,6 +83,14 @@ class DependencySpanPolicy(AsyncHTTPPolicy[Any, Any]):
             span.set_status(StatusCode.ERROR)
         span.end()
         return response
+
+
+def _error_type(exc: BaseException, request: PipelineRequest[Any]) -> str:
+    """What ended a send: a time limit cancels it (shared.deadline), which the caller hears as a timeout."""
+    deadline = request.context.get(DEADLINE_KEY)
+    if isinstance(exc, asyncio.CancelledError) and deadline is not None and deadline.expired:
+        return "TimeoutError"
+    return type(exc).__name__
 
 
 def _propagate(span: Span, headers: MutableMapping[str, str]) -> None:

@@ -58,10 +58,28 @@ async def test_each_request_is_a_client_span_app_insights_shows_as_an_http_depen
     assert (span.name, span.kind, span.status.status_code) == ("POST", SpanKind.CLIENT, StatusCode.UNSET)
     assert dict(span.attributes) == {
         "http.request.method": "POST", "url.full": "https://contoso.azure-api.net/orders/orders?api-version=REDACTED&flag",
-        "server.address": "contoso.azure-api.net", "server.port": 443, "http.response.status_code": 201}
+        "url.scheme": "https", "server.address": "contoso.azure-api.net", "server.port": 443,
+        "http.response.status_code": 201}
     version, trace_id, span_id, flags = transport.sent[0].headers["traceparent"].split("-")
     assert (version, trace_id, span_id) == ("00", f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
     assert int(flags, 16) & 1  # sampled
+
+
+@pytest.mark.parametrize(("base_url", "target"), [("https://contoso.azure-api.net/orders", "contoso.azure-api.net"),
+                                                    ("https://contoso.azure-api.net:8443/orders",
+                                                     "contoso.azure-api.net:8443")])
+async def test_app_insights_shows_the_target_without_a_default_port_and_why_a_send_failed(base_url, target):
+    # What the Azure Monitor exporter makes of the span: its own conversion, as it runs when it exports.
+    from azure.monitor.opentelemetry.exporter.export.trace._exporter import _convert_span_to_envelope
+
+    pipeline, exporter = traced(FakeTransport(error=ConnectionResetError("reset by peer")), base_url)
+    with pytest.raises(ConnectionResetError):
+        await pipeline.run(HttpRequest("GET", base_url + "/status"))
+
+    [span] = exporter.get_finished_spans()
+    dependency = _convert_span_to_envelope(span).data.base_data
+    assert (dependency.target, dependency.type, dependency.success) == (target, "HTTP", False)
+    assert dependency.properties == {"apim.error_type": "ConnectionResetError"}
 
 
 async def test_a_refused_call_is_a_failed_dependency_with_its_status():
@@ -83,7 +101,7 @@ async def test_a_request_that_never_got_an_answer_ends_its_span_failed_with_the_
 
     [span] = exporter.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
-    assert span.attributes["http.error_type"] == "ConnectionResetError"
+    assert span.attributes["apim.error_type"] == "ConnectionResetError"
     assert "http.response.status_code" not in span.attributes
 
 
@@ -171,7 +189,7 @@ def test_token_acquisitions_are_counted_in_process_and_read_as_a_counter_would_b
     assert found == {("cache", "success"): 3, ("endpoint", "failure"): 1}
     assert metric.data.is_monotonic
     [point] = [p for p in metric.data.data_points if p.attributes["token.source"] == "cache"]
-    assert dict(point.attributes) == {"token.client_id": "reader-id", "token.audience": "api://orders/.default",
+    assert dict(point.attributes) == {"token.client_id": "reader-id", "token.audience": "api://orders",
                                       "token.source": "cache", "token.outcome": "success"}
 
 

@@ -338,6 +338,27 @@ async def test_apim_slow_that_persists_is_an_upstream_timeout(use_stack, control
     await eventually(lambda: counts(control)["backend_get"] == 4, "abandoned GETs reached the backend")
 
 
+@pytest.mark.parametrize("fault", ["slow", "refused"])
+async def test_each_send_without_an_answer_is_a_failed_dependency_that_says_why(use_stack, control, backoff,
+                                                                              short_timeouts, fault):
+    if fault == "slow":
+        await use_stack("reader")
+        control.fault("apim", delay_ms=SLOW_MS, times=4)
+    else:
+        await use_stack("reader", APIM_BASE_URL=f"http://127.0.0.1:{closed_port()}/orders")
+    telemetry.flush()  # nothing of earlier tests left to export
+    context = invocation_context()
+    await proxy(http_request("GET", "status"), context)
+    telemetry.flush()
+    sends = [e["data"]["baseData"] for e in control.telemetry() if e["tags"].get("ai.operation.id") == context.trace_id
+             and e["data"]["baseType"] == "RemoteDependencyData" and e["data"]["baseData"]["type"] == "HTTP"
+             and e["data"]["baseData"]["name"].startswith("GET /orders")]
+    expected = "TimeoutError" if fault == "slow" else "ServiceRequestError"  # a time limit, not a cancellation
+    assert [(d["success"], d["properties"].get("apim.error_type")) for d in sends] == [(False, expected)] * 4
+    if fault == "slow":  # the abandoned GETs still reach the backend: let them land before the next test counts
+        await eventually(lambda: counts(control)["backend_get"] == 4, "abandoned GETs reached the backend")
+
+
 async def test_connection_dropped_mid_response_is_retried_for_get(use_stack, control, backoff):
     await use_stack("reader")
     control.fault("apim", drop_connection=True, times=1)
@@ -440,7 +461,8 @@ async def test_a_post_is_carried_out_at_most_once(use_stack, control, backoff, r
     else:
         error_of(response, status, code)
     if "slow" in case:  # the write lands after the caller gave up; wait for it, then count
-        await eventually(lambda: any(r["status"] for r in control.backend_requests()), "the abandoned POST")
+        await eventually(lambda: any(r["status"] and r["method"] == "POST" for r in control.backend_requests()),
+                         "the abandoned POST")
     stats = counts(control)
     assert (stats["apim"], stats["backend_post"]) == (apim_requests, backend_posts)
     recorded = [r for r in control.backend_requests() if r["method"] == "POST"]

@@ -7,12 +7,11 @@ those in the README's "App settings" table.
 
 from __future__ import annotations
 
-import ipaddress
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from shared.settings import SETTINGS, setting_name
+from shared.settings import SETTINGS, is_loopback_host, setting_name
 from shared.telemetry import LIVE_METRICS_SETTING
 
 DEFAULT_IDENTITY = "reader"
@@ -179,16 +178,6 @@ def azure_reason(values: Mapping[str, Any]) -> str | None:
 
 def is_loopback_url(url: str) -> bool:
     return is_loopback_host(urllib.parse.urlsplit(url.strip()).hostname or "")
-
-
-def is_loopback_host(host: str) -> bool:
-    """localhost, or any loopback address (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _connection_string_part(connection: str, key: str) -> str:

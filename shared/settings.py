@@ -37,6 +37,7 @@ __all__ = [
     "TimerTarget",
     "check_connection_name",
     "is_loopback",
+    "is_loopback_host",
     "load_settings",
     "setting_name",
 ]
@@ -45,10 +46,20 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Calls that only read: made with MANAGED_IDENTITY_CLIENT_ID; any other method may use the writer.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
+# App Service leaves a reference it could not resolve as its literal text, for either kind.
+_UNRESOLVED_REFERENCE = re.compile(r"^\s*@Microsoft\.(KeyVault|AppConfiguration)\(", re.IGNORECASE)
+_REFERENCE_FIXES = {
+    "keyvault": ("Key Vault", "'@Microsoft.KeyVault(...)'",
+                 "the secret. Grant the identity in keyVaultReferenceIdentity the 'Key Vault Secrets User' role and "
+                 "check the secret URI."),
+    "appconfiguration": ("App Configuration", "'@Microsoft.AppConfiguration(...)'",
+                         "the key-value. Grant the identity in keyVaultReferenceIdentity the 'App Configuration Data "
+                         "Reader' role and check the reference's Endpoint, Key and Label."),
+}
 _CANONICAL_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # A DNS label as resolvers take it (RFC 1123; '_' too, as Azure's own names may have it): 1-63 characters.
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_DOMAIN_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 # Letters and digits only: the name and the setting it prefixes stay apart ("INVENTORY" + "_APIM_BASE_URL").
 _CONNECTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,31}")
 
@@ -96,7 +107,7 @@ def _base_url(value: str) -> str:
         found = f"its scheme is {parts.scheme!r}" if parts.scheme not in ("", "https", "http") else (
             "it has no host" if parts.scheme else "it does not start with https://")
         raise InvalidValue(f"must be an absolute https URL, {example} ({found}).")
-    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise InvalidValue("must use https: bearer tokens are only sent over TLS (or to loopback).")
     if "@" in parts.netloc:
         raise InvalidValue(f"must not contain credentials (user info before '@'), {example}.")
@@ -167,6 +178,17 @@ def _guid(value: str) -> str:
     raise InvalidValue(f"must be a GUID such as 00000000-0000-0000-0000-000000000000 ({found}).")
 
 
+def _tenant(value: str) -> str:
+    """A tenant ID, or one of its domains (contoso.onmicrosoft.com), as `az login --tenant` and azure-identity take."""
+    if _CANONICAL_GUID.fullmatch(value):
+        return value.lower()
+    labels = value.lower().split(".")
+    if len(labels) > 1 and all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
+        return value.lower()
+    raise InvalidValue("must be a GUID such as 00000000-0000-0000-0000-000000000000 (the tenant ID), or one of "
+                       "the tenant's domains, such as contoso.onmicrosoft.com.")
+
+
 def _subscription_key(value: str) -> str:
     if not re.fullmatch(r"[\x21-\x7e]+", value):
         raise InvalidValue("contains spaces or non-printable characters: paste the key alone.")
@@ -177,6 +199,7 @@ def _subscription_key(value: str) -> str:
 
 
 def _timer_target(value: str) -> TimerTarget:
+    _check_visible(value)
     path, _, query = value.partition("?")
     if not path.startswith("/"):
         raise InvalidValue("must be a path under the API that starts with '/', e.g. /status.")
@@ -188,8 +211,19 @@ def _timer_target(value: str) -> TimerTarget:
     return TimerTarget(path=path, query=query)
 
 
-def _text(value: str) -> str:
-    return value
+# What the timer extension takes: NCRONTAB with or without its seconds field, or a TimeSpan (hh:mm:ss, [d.]).
+_CRON_FIELD = re.compile(r"[0-9A-Za-z*?/,-]+")
+_TIME_SPAN = re.compile(r"(\d+\.)?\d{1,2}:\d{2}(:\d{2})?")
+
+
+def _schedule(value: str) -> str:
+    """Checked for its shape only, as the host reads it; the host refuses the timer function if it cannot."""
+    fields = value.split()
+    if _TIME_SPAN.fullmatch(value) or (len(fields) in (5, 6) and all(map(_CRON_FIELD.fullmatch, fields))):
+        return value
+    found = "a field has characters NCRONTAB does not use" if len(fields) in (5, 6) else f"it has {len(fields)} fields"
+    raise InvalidValue("must be an NCRONTAB expression of six fields ({second} {minute} {hour} {day} {month} "
+                       f"{{day-of-week}}), e.g. 0 */5 * * * * for every five minutes ({found}).")
 
 
 @dataclass(frozen=True)
@@ -218,9 +252,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MANAGED_IDENTITY_WRITE_CLIENT_ID", "write_client_id", _guid, "no",
             "1c8d7f4b-2e3f-4b6c-8d9e-8f7a6b5c4d32", "the client ID of the identity for writes",
             unset="not set (uses {MANAGED_IDENTITY_CLIENT_ID})"),
-    Setting("AZURE_TENANT_ID", "tenant_id", _guid, "no", "8b0e1f7a-3c2d-4e5f-9a1b-2c3d4e5f6a7b",
+    Setting("AZURE_TENANT_ID", "tenant_id", _tenant, "no", "8b0e1f7a-3c2d-4e5f-9a1b-2c3d4e5f6a7b",
             "the tenant hint for the developer credential"),
-    Setting("TIMER_SCHEDULE", None, _text, "for the timer", "0 */5 * * * *",
+    Setting("TIMER_SCHEDULE", "timer_schedule", _schedule, "for the timer", "0 */5 * * * *",
             "the timer's NCRONTAB schedule (read by the Functions host)"),
     Setting("TIMER_API_PATH", "timer_target", _timer_target, "for the timer", "/status",
             "the path under the API that the timer GETs"),
@@ -235,6 +269,9 @@ def check_connection_name(connection: str | None) -> str | None:
         return None
     if not isinstance(connection, str) or not _CONNECTION_NAME.fullmatch(connection):
         raise ValueError(f"A connection name is 1-32 letters and digits, starting with a letter: {connection!r}.")
+    if connection.upper() == "HEALTH":
+        # Its proxy's route, apim-health/{*path}, would also match the default connection's health route.
+        raise ValueError("'health' cannot name a connection: its proxy would answer /api/apim-health too.")
     return connection.upper()
 
 
@@ -263,6 +300,7 @@ class Settings:
     write_client_id: str | None = None
     tenant_id: str | None = None
     timer_target: TimerTarget | None = None
+    timer_schedule: str | None = None  # read by the Functions host (%TIMER_SCHEDULE%); checked and shown here
     connection: str | None = None  # the connection's name (upper case); None: the default connection
 
     @property
@@ -316,7 +354,18 @@ class Settings:
 
 
 def is_loopback(url: str) -> bool:
-    return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """localhost (a trailing dot or not), or any loopback address: 127.0.0.0/8, ::1 however it is written."""
+    host = host.lower().removesuffix(".")
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(environ: Mapping[str, str] | None = None, connection: str | None = None) -> Settings:
@@ -329,11 +378,10 @@ def load_settings(environ: Mapping[str, str] | None = None, connection: str | No
         name = setting_name(setting.name, prefix)
         raw = env.get(name)
         value = raw.strip() if isinstance(raw, str) else ""
-        if _KEY_VAULT_REFERENCE.match(value):
-            problems.append(
-                f"{name} is an unresolved Key Vault reference (the literal '@Microsoft.KeyVault(...)' text): "
-                "the Function App could not read the secret. Grant the identity in keyVaultReferenceIdentity "
-                "the 'Key Vault Secrets User' role and check the secret URI.")
+        if reference := _UNRESOLVED_REFERENCE.match(value):
+            service, text, fix = _REFERENCE_FIXES[reference[1].lower()]
+            problems.append(f"{name} is an unresolved {service} reference (the literal {text} text): "
+                            f"the Function App could not read {fix}")
             continue
         if not value:
             if setting.required == "yes":

@@ -21,6 +21,7 @@ from shared.blueprint import routes
 from shared.errors import AppError, ConfigurationError
 from shared.settings import SETTINGS, Settings, load_settings, setting_name
 from shared.tokens import TokenSource
+from tests.reliability.conftest import eventually
 
 CONNECTIONS = [None, "inventory"]
 
@@ -80,6 +81,9 @@ async def apim_timeout(connection, use_stack, control, endpoints):
     with pytest.raises(AppError) as raised:
         await api(connection).call("GET", read_path(connection))
     assert raised.value.code == "upstream_timeout"
+    # The abandoned sends still reach the backend: let them land before the next test counts its own.
+    sent = control.stats()["apim"]["requests"]
+    await eventually(lambda: len(control.backend_requests()) >= sent, "the abandoned sends reached the backend")
     return raised.value, ()
 
 

@@ -75,7 +75,8 @@ def test_only_required_settings_are_required():
     ("API_APP_ID_URI", "contoso-orders", "Application ID URI"),
     ("MANAGED_IDENTITY_CLIENT_ID", "not-a-guid", "MANAGED_IDENTITY_CLIENT_ID must be a GUID"),
     ("MANAGED_IDENTITY_WRITE_CLIENT_ID", "1234", "MANAGED_IDENTITY_WRITE_CLIENT_ID must be a GUID"),
-    ("AZURE_TENANT_ID", "contoso.onmicrosoft.com", "AZURE_TENANT_ID must be a GUID"),
+    ("AZURE_TENANT_ID", "contoso", "AZURE_TENANT_ID must be a GUID"),
+    ("AZURE_TENANT_ID", "contoso..com", "AZURE_TENANT_ID must be a GUID"),
     ("TIMER_API_PATH", "status", "TIMER_API_PATH must be a path under the API that starts with '/'"),
     ("APIM_SUBSCRIPTION_KEY", "abc def", "APIM_SUBSCRIPTION_KEY contains spaces"),
     # What Python's URL parser rejects, and what would let a call leave the API's prefix.

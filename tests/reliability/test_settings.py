@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from devstack.invocation import timer_request
 from shared.errors import ConfigurationError
-from shared.settings import LOOPBACK_HOSTS, SETTINGS, load_settings
+from shared.settings import SETTINGS, is_loopback_host, load_settings
 from tests.app.test_settings import SETTING_VALUES
 from tests.plugin import FUNCTIONS, http_request, invocation_context
 from tests.reliability.conftest import PROPERTIES, error_of
@@ -43,7 +43,7 @@ BAD_SETTINGS = [
     ("MANAGED_IDENTITY_CLIENT_ID", "reader", "MANAGED_IDENTITY_CLIENT_ID must be a GUID"),
     ("MANAGED_IDENTITY_CLIENT_ID", KEY_VAULT_REFERENCE, "MANAGED_IDENTITY_CLIENT_ID is an unresolved Key Vault"),
     ("MANAGED_IDENTITY_WRITE_CLIENT_ID", "1234", "MANAGED_IDENTITY_WRITE_CLIENT_ID must be a GUID"),
-    ("AZURE_TENANT_ID", "contoso.onmicrosoft.com", "AZURE_TENANT_ID must be a GUID"),
+    ("AZURE_TENANT_ID", "contoso", "AZURE_TENANT_ID must be a GUID"),
     ("TIMER_API_PATH", "status", "TIMER_API_PATH must be a path under the API that starts with '/'"),
 ]
 
@@ -140,7 +140,7 @@ def names_resolve_to_a_closed_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
     def getaddrinfo(host, service, *args, **kwargs):  # type: ignore[no-untyped-def]
         name = host.encode("idna") if isinstance(host, str) else host
-        if name is None or name.decode() in LOOPBACK_HOSTS:
+        if name is None or is_loopback_host(name.decode()):
             return real(host, service, *args, **kwargs)
         return real("127.0.0.1", port, *args, **kwargs)
 

@@ -255,7 +255,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AZURE_TENANT_ID", "tenant_id", _tenant, "no", "8b0e1f7a-3c2d-4e5f-9a1b-2c3d4e5f6a7b",
             "the tenant hint for the developer credential"),
     Setting("TIMER_SCHEDULE", "timer_schedule", _schedule, "for the timer", "0 */5 * * * *",
-            "the timer's NCRONTAB schedule (read by the Functions host)"),
+            "the timer's NCRONTAB schedule (read by the Functions host)",
+            unset="not set (the host does not run a registered timer without it)"),
     Setting("TIMER_API_PATH", "timer_target", _timer_target, "for the timer", "/status",
             "the path under the API that the timer GETs"),
 )

@@ -30,7 +30,8 @@ async def test_a_timer_schedule_the_host_cannot_read_is_named_by_health(use_stac
     assert status == 503 and problem.startswith("TIMER_SCHEDULE must be an NCRONTAB expression"), report
 
 
-@pytest.mark.parametrize(("value", "shown"), [(None, "not set"), ("0 */5 * * * *", "0 */5 * * * *"),
+@pytest.mark.parametrize(("value", "shown"), [(None, "not set (the host does not run a registered timer without it)"),
+                                              ("0 */5 * * * *", "0 */5 * * * *"),
                                               ("*/5 * * * *", "*/5 * * * *"), ("00:05:00", "00:05:00")])
 async def test_health_shows_the_timer_schedule(use_stack, value, shown):
     await use_stack("reader", TIMER_SCHEDULE=value)

@@ -124,12 +124,12 @@ def forwarded_query(query: str) -> str:
     # and a '%' that starts no escape ("100%") is sent as the escape of itself.
     fields = query.split("&")
     for field in fields:
-        _decoded_name(field)  # checks its name and value
+        _check_field(field)
     return "&".join(_STRAY_PERCENT.sub("%25", quote(field, safe=_QUERY_SAFE)) for field in fields)
 
 
-def _decoded_name(field: str) -> str:
-    """A query field's name, decoded as the host decodes it; checks the field's name and value on the way."""
+def _check_field(field: str) -> None:
+    """Refuses a query field whose name or value, decoded as the host decodes them, cannot be forwarded."""
     name, _, value = field.partition("=")
     try:
         # Strict: by default unquote() replaces invalid UTF-8 (%FF) with U+FFFD, and the check would miss it.
@@ -140,7 +140,6 @@ def _decoded_name(field: str) -> str:
         raise BadRequest("The query string contains encoded control characters (such as %0d%0a).")
     if name.lower() == SUBSCRIPTION_KEY_PARAM:
         raise BadRequest("Do not pass 'subscription-key': the function adds its own APIM subscription key.")
-    return name
 
 
 def _require_unicode(text: str, what: str) -> None:

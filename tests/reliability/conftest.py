@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import azure.functions as func
@@ -89,6 +90,46 @@ async def listener() -> AsyncIterator[Listener]:
     await server.start()
     yield server
     await server.stop()
+
+
+LOGGERS = ("", "azure", "azure.identity", "azure.core", "azure.monitor", "aiohttp", "aiohttp.client",
+           "aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.internal", "shared", "devstack", "msal",
+           "asyncio", "opentelemetry", "urllib3")
+
+
+class Capture(logging.Handler):
+    """Every record, formatted with its exception and stack, as any log sink would store it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+        self.names: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+        self.names.add(record.name)
+
+
+@pytest.fixture
+def debug_everything() -> Iterator[Capture]:
+    """DEBUG on every logger (the ones named, and any already created), all captured."""
+    capture = Capture()
+    manager = logging.Logger.manager
+    loggers = [logging.getLogger(name) for name in {*LOGGERS, *manager.loggerDict}]
+    saved = [(logger, logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
+        if not logger.propagate:
+            logger.addHandler(capture)
+    root = logging.getLogger()
+    root.addHandler(capture)
+    yield capture
+    root.removeHandler(capture)
+    for logger, level in saved:
+        logger.setLevel(level)
+        if capture in logger.handlers:
+            logger.removeHandler(capture)
 
 
 def error_of(response: func.HttpResponse, status: int, code: str | None = None) -> dict[str, Any]:

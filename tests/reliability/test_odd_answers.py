@@ -21,11 +21,6 @@ from tests.reliability.conftest import error_of
 proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["apim_health"], FUNCTIONS["apim_timer"]
 
 
-@pytest.fixture(autouse=True)
-def _exporting(telemetry_to_devstack: None) -> None:
-    """The session's exporter, as every app test has it."""
-
-
 def backend_queries(control) -> list[dict[str, str]]:
     return [r["query"] for r in control.backend_requests() if r["path"].startswith(SAMPLE_BACKEND)]
 

@@ -12,8 +12,6 @@ import secrets
 import subprocess
 import sys
 import textwrap
-import traceback
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,43 +22,9 @@ from devstack.invocation import timer_request
 from shared import runtime, telemetry
 from shared.errors import UpstreamError
 from tests.plugin import FUNCTIONS, http_request, invocation_context
-from tests.reliability.conftest import Listener
+from tests.reliability.conftest import Capture, Listener
 
 proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["apim_health"], FUNCTIONS["apim_timer"]
-
-
-@pytest.fixture(autouse=True)
-def _exporting(telemetry_to_devstack: None) -> None:
-    """The session's exporter, as in tests/app and tests/reliability."""
-
-
-class Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-@pytest.fixture
-def logs() -> Iterator[Capture]:
-    """Every record at DEBUG (as with PYTHON_ENABLE_DEBUG_LOGGING=1), on every logger."""
-    capture = Capture()
-    loggers = [logging.getLogger(name) for name in ("", *logging.Logger.manager.loggerDict)]
-    saved = [(logger, logger.level) for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.DEBUG)
-    logging.getLogger().addHandler(capture)
-    yield capture
-    logging.getLogger().removeHandler(capture)
-    for logger, level in saved:
-        logger.setLevel(level)
-
-
-def exception_text(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc))
 
 
 def percent(secret: str) -> str:
@@ -70,7 +34,8 @@ def percent(secret: str) -> str:
 # --- log lines: a secret in another encoding, in what a library logs of an answer ----------------------
 
 @pytest.mark.parametrize("header", ["ETag", "WWW-Authenticate", "x-ms-error-code"])
-async def test_a_percent_encoded_secret_in_a_logged_answer_header_is_redacted(use_stack, backoff, logs, header):
+async def test_a_percent_encoded_secret_in_a_logged_answer_header_is_redacted(use_stack, backoff, debug_everything,
+                                                                              header):
     def respond(request: web.Request) -> web.Response:
         token = request.headers["Authorization"].removeprefix("Bearer ")
         key = request.headers["Ocp-Apim-Subscription-Key"]
@@ -87,7 +52,7 @@ async def test_a_percent_encoded_secret_in_a_logged_answer_header_is_redacted(us
         await upstream.stop()
     assert response.status_code == 200
     assert percent(token) not in json.dumps(dict(response.headers))  # what the caller gets is redacted
-    logged = [line.strip()[:100] for line in "\n".join(logs.lines).splitlines()
+    logged = [line.strip()[:100] for line in "\n".join(debug_everything.lines).splitlines()
               if percent(token) in line or percent(key) in line]
     assert not logged, f"a percent-encoded secret is in a DEBUG log line: {logged}"
 
@@ -121,7 +86,7 @@ async def test_identity_header_percent_encoded_in_the_identity_endpoints_answer_
 
 # --- a key in TIMER_API_PATH's query: health, log lines, the timer's failure, telemetry ----------------
 
-async def test_query_values_of_timer_api_path_are_shown_nowhere(use_stack, control, logs):
+async def test_query_values_of_timer_api_path_are_shown_nowhere(use_stack, control, debug_everything):
     sig = "sv2024" + secrets.token_hex(16)  # e.g. a backend's own query key (SAS sig, api-key, code)
     await use_stack("reader", TIMER_API_PATH=f"/no-such-path?api-key={sig}")
     report = await health(http_request("GET", "health"), invocation_context("apim_health"))
@@ -130,7 +95,7 @@ async def test_query_values_of_timer_api_path_are_shown_nowhere(use_stack, contr
     telemetry.flush()
     exported = json.dumps(control.telemetry())
     channels = {"health body": report.get_body().decode(), "timer exception": str(raised.value),
-                "log lines": "\n".join(logs.lines), "telemetry": exported}
+                "log lines": "\n".join(debug_everything.lines), "telemetry": exported}
     assert "api-key=REDACTED" in exported  # the dependency span's url.full treats the value as a secret
     leaked = [name for name, text in channels.items() if sig in text]
     kinds = sorted({item["data"]["baseType"] for item in control.telemetry() if sig in json.dumps(item)})

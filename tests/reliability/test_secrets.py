@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import re
 import secrets
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -37,46 +36,6 @@ from tests.reliability.conftest import Listener, closed_port
 proxy, health, timer = FUNCTIONS["apim_proxy"], FUNCTIONS["apim_health"], FUNCTIONS["apim_timer"]
 ORDER = json.dumps({"item": "widget", "quantity": 2}).encode()
 JSON = {"Content-Type": "application/json"}
-LOGGERS = ("", "azure", "azure.identity", "azure.core", "azure.monitor", "aiohttp", "aiohttp.client",
-           "aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.internal", "shared", "devstack", "msal",
-           "asyncio", "opentelemetry", "urllib3")
-
-
-class Capture(logging.Handler):
-    """Every record, formatted with its exception and stack, as any log sink would store it."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-        self.lines: list[str] = []
-        self.names: set[str] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-        self.names.add(record.name)
-
-
-@pytest.fixture
-def debug_everything() -> Iterator[Capture]:
-    """DEBUG on every logger (the ones named, and any already created), all captured."""
-    capture = Capture()
-    manager = logging.Logger.manager
-    loggers = [logging.getLogger(name) for name in {*LOGGERS, *manager.loggerDict}]
-    saved = [(logger, logger.level) for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.DEBUG)
-        if not logger.propagate:
-            logger.addHandler(capture)
-    root = logging.getLogger()
-    root.addHandler(capture)
-    yield capture
-    root.removeHandler(capture)
-    for logger, level in saved:
-        logger.setLevel(level)
-        if capture in logger.handlers:
-            logger.removeHandler(capture)
-
-
 @pytest.fixture
 def issued_tokens(devstack: DevStack, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every token the identity stand-in signs, including those later replaced."""
